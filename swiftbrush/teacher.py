@@ -1,0 +1,179 @@
+"""Load an SD-family teacher from a local diffusers folder, a hub id, or `toy`.
+
+    swiftbrush distill --teacher stabilityai/stable-diffusion-2-1-base ...
+    swiftbrush distill --teacher ./my-sd15-folder ...
+    swiftbrush eval --model toy-teacher
+
+One function, `load_teacher`, resolves the source, checks that it is an
+eps-prediction latent diffusion model with SD's structure (SD 1.5, SD 2.1 base,
+SD-Turbo and the toy teacher), and loads its components from safetensors only.
+Everything else is refused by name, before any weights are read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swiftbrush.errors import InvalidModelError, OfflineError, UnsupportedModelError
+
+TOY_TEACHER_DIR = Path(__file__).parent / "toy" / "assets" / "teacher"
+TOY_NAMES = ("toy", "toy-teacher")
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_PATTERNS = ["model_index.json", *(f"{c}/*" for c in COMPONENTS)]
+_SUPPORTED_PIPELINES = {"StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "OnnxStableDiffusionPipeline"}
+
+
+@dataclass
+class Teacher:
+    """The loaded components of an SD-family teacher and where they came from."""
+
+    source: str  # what the user passed: a path, a hub id or "toy"
+    path: Path  # the local diffusers folder the weights were read from
+    unet: Any  # UNet2DConditionModel
+    vae: Any  # AutoencoderKL
+    text_encoder: Any  # CLIPTextModel
+    tokenizer: Any  # CLIPTokenizer
+    scheduler: Any  # DDPMScheduler built from the teacher's own schedule (training noise)
+
+    @property
+    def prediction_type(self) -> str:
+        return str(self.scheduler.config.prediction_type)
+
+    @property
+    def resolution(self) -> int:
+        """Native image size: latent sample size times the VAE's 8x (or other) scale."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def pipeline(self, scheduler: Any = None) -> Any:
+        """A diffusers StableDiffusionPipeline over these components (no safety checker)."""
+        from diffusers import StableDiffusionPipeline
+
+        return StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=scheduler or self.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+
+def resolve_teacher_path(source: str | Path) -> Path:
+    """A local diffusers folder for `source`: itself, the toy teacher, or a hub snapshot.
+
+    Hub ids download only the five SD components (safetensors, no pickles); when the
+    hub cannot be reached the local Hugging Face cache is used, and if the model is
+    not there either the error says so and how to fetch it.
+    """
+    text = str(source)
+    if text in TOY_NAMES:
+        return TOY_TEACHER_DIR
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InvalidModelError(f"teacher {text} is a file; pass a diffusers pipeline folder or a hub id")
+        return path
+    if not _HUB_ID.match(text) or text.startswith((".", "/", "~")):
+        raise InvalidModelError(f"teacher {text} does not exist; pass a diffusers pipeline folder, a hub id or 'toy'")
+    return _download(text)
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    kwargs: dict[str, Any] = dict(allow_patterns=_HUB_PATTERNS, ignore_patterns=["*.bin", "*.ckpt", "*.pt", "*.msgpack"])
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    if not offline:
+        try:
+            return Path(snapshot_download(repo_id, **kwargs))
+        except Exception:  # no network, unknown repo, gated: fall back to the cache below
+            pass
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
+    except Exception:
+        raise OfflineError(
+            f"teacher {repo_id} is not in the local Hugging Face cache and the hub cannot be reached; "
+            f"on a connected machine run `huggingface-cli download {repo_id}` or pass a local diffusers folder"
+        ) from None
+
+
+def check_teacher_folder(path: Path) -> dict[str, Any]:
+    """Refuse, by name, anything that is not an SD-family eps-prediction pipeline folder.
+
+    Reads only JSON configs, so a wrong folder is refused before any weights load.
+    Returns the scheduler config.
+    """
+    index_file = path / "model_index.json"
+    if not index_file.is_file():
+        raise InvalidModelError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+    index = _read_json(index_file)
+    name = index.get("_class_name", "?")
+    if "text_encoder_2" in index or "XL" in str(name):
+        raise UnsupportedModelError(f"{path} is an SDXL pipeline ({name}); supported teachers are SD 1.5, SD 2.1 base and SD-Turbo")
+    if name not in _SUPPORTED_PIPELINES:
+        raise UnsupportedModelError(f"{path} holds a {name}; supported teachers are StableDiffusionPipeline folders (SD 1.5, SD 2.1 base, SD-Turbo)")
+    missing = [c for c in COMPONENTS if not (path / c).is_dir()]
+    if missing:
+        raise InvalidModelError(f"{path} lacks the component folder(s) {', '.join(missing)}")
+    sched = _read_json(path / "scheduler" / "scheduler_config.json")
+    unet = _read_json(path / "unet" / "config.json")
+    prediction = sched.get("prediction_type", "epsilon")
+    if prediction != "epsilon":
+        raise UnsupportedModelError(
+            f"{path} predicts {prediction!r} (e.g. SD 2.1-768 uses v-prediction); SwiftBrush needs an eps-prediction teacher "
+            "such as stabilityai/stable-diffusion-2-1-base, runwayml/stable-diffusion-v1-5 or stabilityai/sd-turbo"
+        )
+    if unet.get("_class_name") != "UNet2DConditionModel" or unet.get("in_channels") != 4:
+        raise UnsupportedModelError(f"{path}/unet is not a 4-channel UNet2DConditionModel (found {unet.get('_class_name')}, in_channels {unet.get('in_channels')})")
+    if sched.get("num_train_timesteps", 1000) != 1000:
+        raise UnsupportedModelError(f"{path} trains with {sched.get('num_train_timesteps')} timesteps; SD-family teachers use 1000")
+    return sched
+
+
+def load_teacher(source: str | Path, *, device: str = "cpu", dtype: Any = None, variant: str | None = None) -> Teacher:
+    """Resolve, check and load a teacher; every failure is a typed `InvalidModelError`."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    path = resolve_teacher_path(source)
+    sched_config = check_teacher_folder(path)
+    dtype = dtype or torch.float32
+    common = dict(torch_dtype=dtype, use_safetensors=True, variant=variant)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **common)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32, use_safetensors=True, variant=variant)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **common)
+        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
+    except Exception as e:  # corrupted safetensors, truncated file, wrong shapes: one line, not a traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidModelError(f"teacher weights in {path} do not load ({first}); re-download or re-export the folder") from None
+    scheduler = DDPMScheduler.from_config(sched_config)
+    if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
+        raise UnsupportedModelError(
+            f"{path}: text encoder width {text_encoder.config.hidden_size} does not match the UNet's cross-attention width {unet.config.cross_attention_dim}"
+        )
+    for module in (unet, vae, text_encoder):
+        module.to(device).eval().requires_grad_(False)
+    return Teacher(str(source), path, unet, vae, text_encoder, tokenizer, scheduler)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InvalidModelError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidModelError(f"{path} is not valid JSON ({e})") from None
