@@ -1,0 +1,107 @@
+"""The `swiftbrush` command line (click).
+
+Each command is a thin function that parses flags and calls one importable
+function; heavy libraries are imported inside the commands, so `--help` is fast
+and the runtime commands work without torch installed.
+
+Exit status: 0 done, 2 a user error (one line on stderr, no traceback), 1 an
+internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from swiftbrush_runtime.errors import SwiftBrushError
+
+
+class _Group(click.Group):
+    """Turns the project's typed errors into one stderr line and exit status 2."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except SwiftBrushError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="swiftbrush")
+def cli() -> None:
+    """SwiftBrush: one-step text-to-image, from teacher to TensorRT engine.
+
+    \b
+    teacher --distill--> student --export onnx--> onnx dir --export engine--> engines
+    then `generate` / `bench`, or swiftbrush_runtime.Generator in your app.
+    Start with `swiftbrush demo` (the built-in toy world, offline, CPU).
+    """
+
+
+@cli.command("eval")
+@click.option("--model", required=True, help="A teacher or student folder, or 'toy-teacher'.")
+@click.option("--steps", type=click.IntRange(1, 1000), default=25, show_default=True, help="Sampling steps (DDIM, trailing spacing) for a teacher.")
+@click.option("--guidance-scale", type=float, default=None, help="CFG scale; default: the toy preset's scale for the toy teacher, 4.5 otherwise.")
+@click.option("--per-caption", type=click.IntRange(1, 1000), default=8, show_default=True, help="Images per toy caption.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the scores here.")
+def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: int, seed: int, json_path: Path | None) -> None:
+    """Score a model on the toy world: alignment and FD over the full caption grid."""
+    from swiftbrush.evaluate import evaluate_model
+
+    result = evaluate_model(model, steps=steps, guidance_scale=guidance_scale, per_caption=per_caption, seed=seed)
+    text = json.dumps(result, indent=2)
+    click.echo(text)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n")
+
+
+@cli.command("distill")
+@click.option("--teacher", required=True, help="Teacher: a diffusers folder, a hub id, or 'toy'.")
+@click.option("--prompts", required=True, help="Prompts: a .txt (one per line), .jsonl or .json file, or 'toy'.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder; the student is written to OUT/student.")
+@click.option("--preset", default=None, help="sd21-base, sd15, sd-turbo or toy (default: from the teacher).")
+@click.option("--max-steps", type=int, default=None, help="Training steps.")
+@click.option("--batch-size", type=int, default=None, help="Prompts per process per step.")
+@click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Start over in an existing --out (its run files are removed).")
+@click.option("--seed", type=int, default=None)
+@click.option("--guidance-scale", type=float, default=None, help="CFG scale of both teacher and LoRA predictions.")
+@click.option("--lora-rank", type=int, default=None)
+@click.option("--student-lr", type=float, default=None)
+@click.option("--lora-lr", type=float, default=None)
+@click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default=None)
+@click.option("--gradient-checkpointing", is_flag=True, default=None, help="Trade compute for memory in both UNets.")
+@click.option("--sds", is_flag=True, default=None, help="Ablation: SDS (no LoRA teacher) instead of VSD.")
+def distill_cmd(teacher: str, prompts: str, out: Path, preset: str | None, resume: bool, overwrite: bool, guidance_scale: float | None, **overrides) -> None:
+    """Distill a teacher into a one-step student (SwiftBrush VSD), no images needed."""
+    from swiftbrush.config import build_config
+    from swiftbrush.train import distill
+
+    config = build_config(preset, teacher, guidance_scale=guidance_scale, lora_guidance_scale=guidance_scale, **overrides)
+    student = distill(teacher, prompts, out, config, resume=resume, overwrite=overwrite)
+    click.echo(f"student: {student}")
+
+
+@cli.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"), show_default=True)
+@click.option("--per-caption", type=click.IntRange(2, 100), default=8, show_default=True, help="Images per caption for the scores.")
+def demo_cmd(out: Path, per_caption: int) -> None:
+    """Run the whole chain on the toy world and write report.json and grid.png."""
+    from swiftbrush.demo import run_demo
+
+    run_demo(out, per_caption=per_caption)
+
+
+def main() -> None:
+    cli(prog_name="swiftbrush")
+
+
+if __name__ == "__main__":
+    main()
