@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# Pinned CPU torch first: an unpinned 'torch' pulls a multi-GB CUDA build.
 	$(VENV)/bin/python -m pip install -q torch==2.13.0
 	$(VENV)/bin/python -m pip install -q -c constraints.txt -e ".[all,dev]"
+	# Type stubs for the static TensorRT API checks; --no-deps because they name the
+	# real tensorrt package, which does not install from PyPI alone.
+	$(VENV)/bin/python -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $(STAMP)
 
 demo: $(STAMP)

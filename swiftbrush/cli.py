@@ -81,8 +81,11 @@ def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: 
 @click.option("--sds", is_flag=True, default=None, help="Ablation: SDS (no LoRA teacher) instead of VSD.")
 def distill_cmd(teacher: str, prompts: str, out: Path, preset: str | None, resume: bool, overwrite: bool, guidance_scale: float | None, **overrides) -> None:
     """Distill a teacher into a one-step student (SwiftBrush VSD), no images needed."""
-    from swiftbrush.config import build_config
-    from swiftbrush.train import distill
+    try:
+        from swiftbrush.config import build_config
+        from swiftbrush.train import distill
+    except ModuleNotFoundError as e:
+        raise ImportError(f"swiftbrush distill needs the training extra ({e.name} is missing): pip install 'swiftbrush[train]'") from None
 
     config = build_config(preset, teacher, guidance_scale=guidance_scale, lora_guidance_scale=guidance_scale, **overrides)
     student = distill(teacher, prompts, out, config, resume=resume, overwrite=overwrite)
@@ -97,6 +100,15 @@ def demo_cmd(out: Path, per_caption: int) -> None:
     from swiftbrush.demo import run_demo
 
     run_demo(out, per_caption=per_caption)
+
+
+from swiftbrush_export.cli import export_group  # noqa: E402  (export onnx / export engine)
+from swiftbrush_runtime.cli import bench_cmd, doctor_cmd, generate_cmd  # noqa: E402
+
+cli.add_command(export_group)
+cli.add_command(generate_cmd)
+cli.add_command(bench_cmd)
+cli.add_command(doctor_cmd)
 
 
 def main() -> None:

@@ -2,8 +2,11 @@
 
     swiftbrush demo --out out/demo
 
-Offline, CPU, minutes: the toy teacher at 25 steps and at 1 step, scored by the
-toy evaluator (alignment and FD), a labelled image grid and `report.json`.
+Offline, CPU, minutes. Every stage of the artifact chain on the toy world:
+the toy teacher at 25 steps and at 1 step, VSD distillation with the `toy`
+preset (student/), ONNX export (onnx/), the slim runtime's ONNX Runtime
+benchmark, the student's images through the runtime, all scored by the toy
+evaluator (alignment and FD); a labelled image grid and `report.json`.
 """
 
 from __future__ import annotations
@@ -62,6 +65,60 @@ def run_demo(out: Path, per_caption: int = 8, seed: int = 0) -> dict[str, Any]:
         rows.append((f"teacher {steps} step{'s' if steps > 1 else ''}", _grid_columns(images, per_caption)))
         print(f"[demo] {key}: alignment {scores.alignment:.3f}, FD {scores.fd:.1f} ({time.time() - start:.0f}s)", flush=True)
 
+    # Distil: the toy preset, written as out/student (diffusers layout + onestep.json).
+    from swiftbrush.config import build_config
+    from swiftbrush.student import sample_student
+    from swiftbrush.train import distill
+
+    config = build_config("toy", "toy")
+    start = time.time()
+    student = distill("toy", "toy", out / "distill", config, overwrite=True, student_dir=out / "student")
+    report["distill"] = {"steps": config.max_steps, "seconds": round(time.time() - start, 1), "preset": "toy", "run_dir": str(out / "distill")}
+    print(f"[demo] distilled {config.max_steps} steps in {time.time() - start:.0f}s -> {student}", flush=True)
+    start = time.time()
+    images = sample_student(student, prompts, seed=seed)
+    scores = evaluator.score(images, prompts)
+    report["student"] = {
+        "steps": 1,
+        "alignment": round(scores.alignment, 4),
+        "fd": round(scores.fd, 2),
+        "per_attribute": {k: round(v, 4) for k, v in scores.per_attribute.items()},
+        "seconds": round(time.time() - start, 1),
+    }
+    rows.append(("student 1 step", _grid_columns(images, per_caption)))
+    print(f"[demo] student: alignment {scores.alignment:.3f}, FD {scores.fd:.1f}", flush=True)
+
+    # Export and run through the slim runtime (ONNX Runtime, no torch in the loop).
+    from swiftbrush_export.onnx_export import export_onnx
+    from swiftbrush_runtime import Generator
+    from swiftbrush_runtime.bench import run_bench
+
+    start = time.time()
+    export_onnx(student, out / "onnx", dtype="fp32", overwrite=True)
+    report["export"] = {"dtype": "fp32", "seconds": round(time.time() - start, 1), "dir": str(out / "onnx")}
+    with Generator.load(out / "onnx", backend="onnxruntime") as gen:
+        runtime_images = gen.generate(prompts, seed=seed)
+    agree = float(np.abs(runtime_images.astype(int) - images.astype(int)).max())
+    runtime_scores = evaluator.score(runtime_images, prompts)
+    report["student_onnxruntime"] = {
+        "steps": 1,
+        "alignment": round(runtime_scores.alignment, 4),
+        "fd": round(runtime_scores.fd, 2),
+        "max_abs_diff_vs_torch_uint8": agree,
+    }
+    rows.append(("runtime (ORT) 1 step", _grid_columns(runtime_images, per_caption)))
+    bench = run_bench(out / "onnx", ["onnxruntime"], batch=1, iters=30, warmup=5)["results"][0]
+    report["bench"] = {
+        "backend": "onnxruntime",
+        "device": bench["device"],
+        "device_name": bench["device_name"],
+        "batch": 1,
+        "ms_per_image": bench["end_to_end"]["p50_ms"],
+        "p90_ms": bench["end_to_end"]["p90_ms"],
+        "components_p50_ms": {k: v["p50_ms"] for k, v in bench["components"].items()},
+    }
+    print(f"[demo] exported and benchmarked: {bench['end_to_end']['p50_ms']:.1f} ms/image on onnxruntime CPU", flush=True)
+
     columns = [all_captions()[i].text.removeprefix("a ").removesuffix(" background") for i in range(0, 36, 3)]
     grid = labelled_grid([r for _, r in rows], [label for label, _ in rows], columns)
     grid.save(out / "grid.png")
@@ -73,8 +130,13 @@ def run_demo(out: Path, per_caption: int = 8, seed: int = 0) -> dict[str, Any]:
 
 def _print_table(report: dict[str, Any]) -> None:
     print(f"\n{'method':<20}{'steps':>6}{'alignment':>11}{'FD':>9}")
-    for key in ("teacher_multistep", "teacher_onestep", "student"):
+    for key in ("teacher_multistep", "teacher_onestep", "student", "student_onnxruntime"):
         if key in report:
             r = report[key]
             print(f"{key:<20}{r['steps']:>6}{r['alignment']:>11.3f}{r['fd']:>9.1f}")
+    if "bench" in report:
+        b = report["bench"]
+        print(f"bench: {b['ms_per_image']:.1f} ms/image ({b['backend']}, {b['device']}, batch {b['batch']})")
+    if "distill" in report:
+        print(f"distill: {report['distill']['steps']} steps in {report['distill']['seconds']:.0f} s")
     print()

@@ -155,7 +155,7 @@ def load_teacher(source: str | Path, *, device: str = "cpu", dtype: Any = None, 
     try:
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **common)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32, use_safetensors=True, variant=variant)
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **common)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, use_safetensors=True, variant=variant)
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
     except Exception as e:  # corrupted safetensors, truncated file, wrong shapes: one line, not a traceback
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

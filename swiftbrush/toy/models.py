@@ -72,4 +72,7 @@ def text_encoder_config(vocab_size: int, bos_id: int, eos_id: int, pad_id: int) 
 # The CFG scale at which the toy teacher samples best at 25 steps (measured with
 # `swiftbrush eval --model toy-teacher --guidance-scale S`; see benchmarks/RESULTS.md).
 # SD's 4.5 over-saturates a model this small.
-TOY_GUIDANCE_SCALE = 3.0
+TOY_GUIDANCE_SCALE = 2.0
+# The CFG scale of both teacher predictions in the toy preset's VSD gradient (tuned on
+# short distillation runs; VSD wants a sharper target than sampling does).
+TOY_VSD_GUIDANCE_SCALE = 3.0

@@ -1,0 +1,126 @@
+"""SwiftBrush training steps at SD 2.1-base size with random weights: it/s and peak memory.
+
+    python benchmarks/train_sd_size.py                        # GPU: batch 16, bf16, gradient checkpointing
+    python benchmarks/train_sd_size.py --batch-size 8 --no-gradient-checkpointing
+    python benchmarks/train_sd_size.py --tiny --steps 2       # CPU: same structure, tiny widths
+
+The step is the trainer's own (`swiftbrush.train.VSDTrainer`): one student update
+(student forward at T, frozen-teacher and LoRA-teacher CFG forwards, VSD backward)
+then one LoRA-teacher update, with LoRA rank 64 on to_q/to_v and a student EMA.
+No weights are downloaded: the UNet is SD 2.1-base's config with diffusers' random
+initialisation, the text embeddings random 77x1024 tensors. Prints one JSON line.
+For reference the paper's 4.1 A100-days for 65K steps is about 0.18 it/s (A100-40GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import torch
+
+# stabilityai/stable-diffusion-2-1-base unet/config.json (the fields that shape the network).
+SD21_BASE_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    attention_head_dim=(5, 10, 20, 20),
+    cross_attention_dim=1024,
+    use_linear_projection=True,
+    norm_num_groups=32,
+)
+# The same structure (blocks, heads per block, linear projections) at widths a CPU runs in seconds.
+TINY_UNET = {**SD21_BASE_UNET, "sample_size": 8, "block_out_channels": (20, 40, 80, 80), "cross_attention_dim": 32, "norm_num_groups": 4}
+TEXT_LENGTH = 77
+
+
+def sd_scaled_linear_alphas_cumprod() -> torch.Tensor:
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0).float()
+
+
+def run(tiny: bool, batch_size: int, steps: int, warmup: int, mixed_precision: str, gradient_checkpointing: bool, seed: int = 0) -> dict:
+    from accelerate import Accelerator
+    from diffusers import UNet2DConditionModel
+    from diffusers.training_utils import EMAModel
+
+    from swiftbrush.config import PRESETS
+    from swiftbrush.train import VSDTrainer, make_models, make_optimizers, step_generator
+
+    config = dataclasses.replace(PRESETS["sd21-base"], batch_size=batch_size, mixed_precision=mixed_precision,
+                                 gradient_checkpointing=gradient_checkpointing, seed=seed).validate()  # fmt: skip
+    accelerator = Accelerator(mixed_precision=mixed_precision)
+    device = accelerator.device
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+    torch.manual_seed(seed)
+    unet_config = TINY_UNET if tiny else SD21_BASE_UNET
+    teacher_unet = UNet2DConditionModel(**unet_config)
+    student, teacher_unet = make_models(config, teacher_unet, weight_dtype)
+    ema = EMAModel(student.parameters(), decay=config.ema_decay)
+    ema.to(device)
+    opt_student, opt_lora = make_optimizers(config, student, teacher_unet)
+    student, teacher_unet, opt_student, opt_lora = accelerator.prepare(student, teacher_unet, opt_student, opt_lora)
+    width = unet_config["cross_attention_dim"]
+    empty = torch.randn(1, TEXT_LENGTH, width)
+    trainer = VSDTrainer(config, accelerator, student, teacher_unet, opt_student, opt_lora, ema, sd_scaled_linear_alphas_cumprod(), empty)
+    cond = torch.randn(batch_size, TEXT_LENGTH, width, device=device)
+
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    for step in range(warmup):
+        trainer.train_step(cond, step_generator(seed, step, 0))
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    ok_steps = 0
+    for step in range(warmup, warmup + steps):
+        _, ok = trainer.train_step(cond, step_generator(seed, step, 0))
+        ok_steps += ok
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    params = sum(p.numel() for p in accelerator.unwrap_model(student).parameters())
+    return {
+        "size": "tiny" if tiny else "sd21-base",
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "unet_params_m": round(params / 1e6, 1),
+        "batch_size": batch_size,
+        "mixed_precision": mixed_precision,
+        "gradient_checkpointing": gradient_checkpointing,
+        "steps": steps,
+        "finite_steps": ok_steps,
+        "it_per_s": round(steps / seconds, 3),
+        "seconds_per_step": round(seconds / steps, 3),
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+        "torch": torch.__version__,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny widths, SD 2.1-base structure (CPU)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None, help="default: bf16 on GPU, no on CPU")
+    parser.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
+    parser.add_argument("--json", default=None, help="also write the result here")
+    args = parser.parse_args()
+    mixed = args.mixed_precision or ("bf16" if torch.cuda.is_available() else "no")
+    result = run(args.tiny, args.batch_size, args.steps, args.warmup, mixed, args.gradient_checkpointing)
+    text = json.dumps(result)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

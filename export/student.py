@@ -1,0 +1,82 @@
+"""Read and check a student directory, the input of `swiftbrush export onnx`.
+
+    swiftbrush export onnx --student out/student --out out/onnx
+
+A student directory is a diffusers StableDiffusionPipeline folder (safetensors
+only) plus `onestep.json` (timestep, alpha_T, prediction type, resolution, VAE
+scaling) and a `manifest.json` of kind "student". Everything is checked from the
+JSON files before any weights are read; torch and diffusers load inside
+`load_student` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swiftbrush_runtime.errors import InvalidModelError
+from swiftbrush_runtime.manifest import MANIFEST, read_manifest, sha256_file
+from swiftbrush_runtime.onestep import ONESTEP, OneStep, read_onestep
+
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+@dataclass
+class StudentInfo:
+    """What a checked student directory holds, before any weights are loaded."""
+
+    path: Path
+    onestep: OneStep
+    manifest: dict[str, Any]
+    manifest_sha256: str  # identifies the exact student an export came from
+
+
+def check_student_dir(path: Path | str, verify: bool = True) -> StudentInfo:
+    """Refuse anything that is not a finished, unchanged student directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InvalidModelError(f"--student {path} does not exist or is not a directory")
+    if not (path / "model_index.json").is_file():
+        raise InvalidModelError(f"{path} is not a student directory (no model_index.json); pass the --out of `swiftbrush distill`")
+    manifest = read_manifest(path, "student", verify=verify)
+    onestep = read_onestep(path / ONESTEP)
+    missing = [c for c in COMPONENTS if not (path / c).is_dir()]
+    if missing:
+        raise InvalidModelError(f"{path} lacks the component folder(s) {', '.join(missing)}")
+    if not (path / "tokenizer" / "tokenizer.json").is_file():
+        raise InvalidModelError(f"{path}/tokenizer has no tokenizer.json (the fast-tokenizer file the runtime reads); re-save the student's tokenizer with CLIPTokenizerFast")
+    pickles = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.suffix in (".bin", ".pt", ".ckpt", ".pkl"))
+    if pickles:
+        raise InvalidModelError(f"{path} holds pickle weights ({', '.join(pickles[:3])}); only safetensors students are loaded")
+    return StudentInfo(path, onestep, manifest, sha256_file(path / MANIFEST))
+
+
+@dataclass
+class Student:
+    """A loaded student: torch modules in fp32 eval mode on CPU, plus its one-step config."""
+
+    info: StudentInfo
+    pipeline: Any  # diffusers StableDiffusionPipeline
+
+    @property
+    def onestep(self) -> OneStep:
+        return self.info.onestep
+
+
+def load_student(path: Path | str, verify: bool = True) -> Student:
+    """Check, then load the student pipeline from safetensors (fp32, CPU, eval)."""
+    info = check_student_dir(path, verify=verify)
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            info.path, torch_dtype=torch.float32, use_safetensors=True, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+    except Exception as e:  # truncated or mismatched weights: one line, not a traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidModelError(f"student weights in {info.path} do not load ({first}); re-run `swiftbrush distill` or re-copy the directory") from None
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.eval().requires_grad_(False)
+    return Student(info, pipe)

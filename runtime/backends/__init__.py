@@ -1,0 +1,52 @@
+"""Backends: one module each, imported only when chosen (their libraries are optional).
+
+    Generator.load(dir, backend="onnxruntime" | "tensorrt" | "torch" | "auto")
+
+Each backend turns token ids into text embeddings, noise plus embeddings into the
+decoder-ready latent, and latents into images in [-1, 1]; the Generator does the
+rest (tokenizing, noise, batching, caching, images).
+"""
+
+from __future__ import annotations
+
+from swiftbrush_runtime.backends.base import Backend, BackendUnavailableError
+
+BACKENDS = ("onnxruntime", "tensorrt", "torch")
+# Which directory kind each backend reads (manifest "kind").
+KIND_OF = {"onnxruntime": "onnx", "tensorrt": "engine", "torch": "student"}
+BACKEND_OF = {kind: backend for backend, kind in KIND_OF.items()}
+
+DECODER_GRAPHS = {"vae": "vae_decoder", "taesd": "taesd_decoder"}
+
+
+def decoder_graph(manifest: dict, decoder: str | None) -> str:
+    """The decoder graph/engine to run: the one asked for, else the one the directory was made with."""
+    from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
+
+    choice = decoder or manifest.get("decoder", "vae")
+    if choice not in DECODER_GRAPHS:
+        raise InvalidArgumentError(f"decoder must be one of {', '.join(DECODER_GRAPHS)}, got {choice!r}")
+    graphs = manifest.get("graphs") or manifest.get("engines") or {}
+    if graphs and DECODER_GRAPHS[choice] not in graphs:
+        raise InvalidModelError(f"this directory has no {DECODER_GRAPHS[choice]}; re-export with --decoder {choice}")
+    return DECODER_GRAPHS[choice]
+
+
+__all__ = ["DECODER_GRAPHS", "decoder_graph", "BACKENDS", "BACKEND_OF", "KIND_OF", "Backend", "BackendUnavailableError", "create"]
+
+
+def create(backend: str, path, manifest: dict, **options) -> Backend:
+    """Import and construct one backend by name."""
+    if backend == "onnxruntime":
+        from swiftbrush_runtime.backends.ort import OrtBackend
+
+        return OrtBackend(path, manifest, **options)
+    if backend == "tensorrt":
+        from swiftbrush_runtime.backends.trt import TrtBackend
+
+        return TrtBackend(path, manifest, **options)
+    if backend == "torch":
+        from swiftbrush_runtime.backends.pt import TorchBackend
+
+        return TorchBackend(path, manifest, **options)
+    raise AssertionError(backend)

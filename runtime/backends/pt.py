@@ -1,0 +1,144 @@
+"""PyTorch backend: runs a student directory directly, no export needed.
+
+    swiftbrush generate --model out/student --backend torch --prompt "..." --out out/img
+    Generator.load("out/student", backend="torch", device="cuda", compile=False, cuda_graph=True)
+
+fp32 on CPU; fp16 on CUDA with SDPA attention (diffusers' default processor),
+channels-last memory format, the UNet + decoder captured as one CUDA graph per
+input shape (replayed after the first call), and optional torch.compile. The eps -> x0 -> latent
+math is the exported graph's, in fp32.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from swiftbrush_runtime.backends.base import Backend, BackendUnavailableError
+from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
+from swiftbrush_runtime.onestep import read_onestep
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(
+        self, path: Path, manifest: dict[str, Any], device: str | None = None, compile: bool = False, decoder: str | None = None,
+        cuda_graph: bool = True, **_: Any,
+    ) -> None:
+        try:
+            import torch
+            from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+            from transformers import CLIPTextModel
+        except ImportError:
+            raise BackendUnavailableError("the torch backend needs torch, diffusers and transformers: pip install 'swiftbrush[train]'") from None
+        self.torch = torch
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device.split(":")[0] not in ("cpu", "cuda"):
+            raise InvalidArgumentError(f"--device must be cpu, cuda or cuda:N for torch, got {device!r}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailableError("device cuda asked for, but torch sees no CUDA GPU (CPU-only torch build or no driver)")
+        self.device = device
+        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        one = read_onestep(Path(path) / "onestep.json")
+        self.c_eps = math.sqrt(1.0 - one.alpha_T)
+        self.c_out = 1.0 / (math.sqrt(one.alpha_T) * one.scaling_factor)
+        self.timestep = one.timestep
+        common = dict(use_safetensors=True)
+        try:
+            self.text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=self.dtype, **common)
+            self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=self.dtype, **common)
+            self.decoder = decoder or "vae"
+            if self.decoder == "taesd":  # decodes the scaled latent x0: undo the KL VAE's 1/scaling_factor
+                self.vae = AutoencoderTiny.from_pretrained(path, subfolder="taesd", torch_dtype=self.dtype, **common)
+                self.latent_scale = one.scaling_factor
+            elif self.decoder == "vae":
+                self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=self.dtype, **common)
+                self.latent_scale = 1.0
+            else:
+                raise InvalidArgumentError(f"decoder must be vae or taesd, got {decoder!r}")
+        except InvalidArgumentError:
+            raise
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InvalidModelError(f"student weights in {path} do not load ({first})") from None
+        for m in (self.text_encoder, self.unet, self.vae):
+            m.to(device).eval().requires_grad_(False)
+        if device.startswith("cuda"):
+            self.unet.to(memory_format=torch.channels_last)
+            self.vae.to(memory_format=torch.channels_last)
+        self.use_graph = cuda_graph and device.startswith("cuda")
+        self._graphs: dict[tuple, tuple] = {}  # (noise shape, emb shape) -> (graph, static inputs, static output)
+        if compile:
+            self.unet = torch.compile(self.unet, mode="max-autotune-no-cudagraphs")
+            self.vae.decode = torch.compile(self.vae.decode, mode="max-autotune-no-cudagraphs")
+
+    def _t(self, a: np.ndarray, dtype: Any = None) -> Any:
+        return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device, dtype or self.dtype)
+
+    def encode(self, ids: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            ids_t = self.torch.from_numpy(ids.astype(np.int64)).to(self.device)
+            return self.text_encoder(ids_t)[0].float().cpu().numpy()
+
+    def _latent(self, noise: Any, emb: Any) -> Any:
+        t = self.torch.full((noise.shape[0],), self.timestep, dtype=self.torch.int64, device=self.device)
+        eps = self.unet(noise.to(self.dtype), t, emb, return_dict=False)[0].float()
+        return (noise.float() - self.c_eps * eps) * self.c_out
+
+    def denoise(self, noise: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self._latent(self._t(noise, self.torch.float32), self._t(embeddings)).cpu().numpy()
+
+    def decode(self, latent: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self.vae.decode(self._t(latent) * self.latent_scale, return_dict=False)[0].float().cpu().numpy()
+
+    def _pipeline(self, noise: Any, emb: Any) -> Any:
+        latent = self._latent(noise, emb)
+        return self.vae.decode((latent * self.latent_scale).to(self.dtype), return_dict=False)[0]
+
+    def run(self, noise: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            z, emb = self._t(noise, self.torch.float32), self._t(embeddings)
+            if not self.use_graph:
+                return self._pipeline(z, emb).float().cpu().numpy()
+            key = (tuple(z.shape), tuple(emb.shape))
+            if key not in self._graphs:
+                self._graphs[key] = self._capture(z, emb)
+            graph, (z_in, emb_in), out = self._graphs[key]
+            z_in.copy_(z)
+            emb_in.copy_(emb)
+            graph.replay()
+            return out.float().cpu().numpy()
+
+    def _capture(self, z: Any, emb: Any) -> tuple:
+        """UNet + decoder as one CUDA graph per input shape (warm-up on a side stream first)."""
+        torch = self.torch
+        z_in, emb_in = z.clone(), emb.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._pipeline(z_in, emb_in)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self._pipeline(z_in, emb_in)
+        return graph, (z_in, emb_in), out
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize()
+
+    def info(self) -> dict[str, Any]:
+        out = {"backend": self.name, "device": self.device, "decoder": self.decoder, "dtype": str(self.dtype).replace("torch.", ""), "torch": self.torch.__version__}
+        if self.device.startswith("cuda"):
+            out["gpu"] = self.torch.cuda.get_device_name(self.device)
+        return out
+
+    def close(self) -> None:
+        self.text_encoder = self.unet = self.vae = None

@@ -1,0 +1,182 @@
+"""What `swiftbrush bench` does: ms per image, end to end and per component.
+
+    swiftbrush bench --model out/onnx --batch 1 --iters 20 --warmup 3 --json bench.json
+    swiftbrush bench --model out/onnx --compare onnxruntime,torch
+
+Each backend runs `warmup` untimed iterations, then `iters` timed ones of: the text
+encoder alone, the UNet alone, the decoder alone, and the whole pipeline (prompt
+embedding cache off, so the text encoder runs every time). Reported: p50 / p90 ms
+per image (batch time / batch), images per second, peak memory, device, versions.
+`--compare` runs several backends in one process on the same inputs; a backend
+that needs another directory kind finds it through the manifests (an ONNX
+directory records its student, an engine directory its ONNX directory).
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from swiftbrush_runtime import backends as _backends
+from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
+from swiftbrush_runtime.manifest import read_manifest
+
+PROMPT = "a red circle on a blue background"
+
+
+def model_dir_for(backend: str, path: Path) -> Path:
+    """The directory a backend reads, found from `path` and the chain's manifests."""
+    path = Path(path)
+    manifest = read_manifest(path, ("onnx", "engine", "student"), verify=False)
+    want = _backends.KIND_OF[backend]
+    seen = [path]
+    while manifest["kind"] != want:
+        source = manifest.get("source", {})
+        nxt = source.get("onnx") if manifest["kind"] == "engine" else source.get("student") if manifest["kind"] == "onnx" else None
+        if not nxt or not Path(nxt).is_dir():
+            raise InvalidModelError(f"the {backend} backend needs a {want} directory and {seen[-1]} does not lead to one; pass it with --model")
+        path = Path(nxt)
+        seen.append(path)
+        manifest = read_manifest(path, ("onnx", "engine", "student"), verify=False)
+    return path
+
+
+def _timed(fn: Callable[[], Any], sync: Callable[[], None], iters: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _stats(ms: Sequence[float], batch: int) -> dict[str, float]:
+    per = np.asarray(ms) / batch
+    return {"p50_ms": round(float(np.percentile(per, 50)), 3), "p90_ms": round(float(np.percentile(per, 90)), 3)}
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    for name in ("onnxruntime", "torch", "tensorrt", "diffusers"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            out[name] = getattr(mod, "__version__", "?")
+    return out
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def bench_backend(model: Path, backend: str, batch: int, iters: int, warmup: int, device: str | None = None) -> dict[str, Any]:
+    from swiftbrush_runtime.generator import Generator
+
+    path = model_dir_for(backend, model)
+    gen = Generator.load(path, backend=backend, device=device, cache_size=0)
+    try:
+        b = gen.backend
+        fix = "rebuild the engines with --batch" if backend == "tensorrt" else "re-export with --batch"
+        if b.max_batch is not None and batch > b.max_batch:
+            raise InvalidArgumentError(f"--batch {batch} is above the largest batch of {path} ({b.max_batch}); {fix} {batch}")
+        if b.static_batch is not None and batch != b.static_batch:  # a padded batch would time work never asked for
+            raise InvalidArgumentError(f"{path} has static batch {b.static_batch}: bench it with --batch {b.static_batch}, or {fix} {batch}")
+        prompts = [PROMPT] * batch
+        ids, _ = gen.tokenizer.encode(prompts)
+        z = gen.noise(batch, 0)
+        emb = gen.run_batched(b.encode, ids)
+        latent = gen.run_batched(b.denoise, z, emb)
+        sync = b.synchronize
+        parts = {
+            "text_encoder": _stats(_timed(lambda: gen.run_batched(b.encode, ids), sync, iters, warmup), batch),
+            "unet": _stats(_timed(lambda: gen.run_batched(b.denoise, z, emb), sync, iters, warmup), batch),
+            "decoder": _stats(_timed(lambda: gen.run_batched(b.decode, latent), sync, iters, warmup), batch),
+        }
+        e2e = _timed(lambda: gen.generate(prompts, seed=0), sync, iters, warmup)
+        info = gen.info()
+        device_name = info.get("gpu") or (cpu_name() if info.get("device") == "cpu" else info.get("device"))
+        result = {
+            "backend": backend,
+            "model": str(path),
+            "device": info.get("device"),
+            "device_name": device_name,
+            "batch": batch,
+            "iters": iters,
+            "warmup": warmup,
+            "height": gen.height,
+            "width": gen.width,
+            "end_to_end": _stats(e2e, batch),
+            "images_per_second": round(batch * 1e3 / float(np.mean(e2e)), 2),
+            "components": parts,
+            "peak_rss_mb": _peak_rss_mb(),
+            "backend_info": info,
+            "versions": _versions(),
+        }
+        mem = getattr(b, "memory", None)
+        if callable(mem):
+            result["device_memory"] = mem()
+        return result
+    finally:
+        gen.close()
+        gc.collect()
+
+
+def run_bench(
+    model: Path | str,
+    backends: Sequence[str] = ("auto",),
+    batch: int = 1,
+    iters: int = 20,
+    warmup: int = 3,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Benchmark one or several backends on the same model; returns the JSON report."""
+    model = Path(model)
+    if batch < 1:
+        raise InvalidArgumentError(f"--batch must be at least 1, got {batch}")
+    if iters < 1 or warmup < 0:
+        raise InvalidArgumentError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
+    names = []
+    for name in backends:
+        if name == "auto":
+            kind = read_manifest(model, ("onnx", "engine", "student"), verify=False)["kind"]
+            name = _backends.BACKEND_OF[kind]
+        if name not in _backends.BACKENDS:
+            raise InvalidArgumentError(f"unknown backend {name!r}; choose from {', '.join(_backends.BACKENDS)}")
+        names.append(name)
+    results = [bench_backend(model, name, batch, iters, warmup, device) for name in names]
+    return {"results": results}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A side-by-side text table of the results (ms per image)."""
+    head = f"{'backend':<12} {'device':<8} {'batch':>5} {'e2e p50':>9} {'e2e p90':>9} {'text':>8} {'unet':>8} {'decoder':>8} {'img/s':>8}"
+    lines = [head, "-" * len(head)]
+    for r in report["results"]:
+        c = r["components"]
+        lines.append(
+            f"{r['backend']:<12} {str(r['device']):<8} {r['batch']:>5} {r['end_to_end']['p50_ms']:>9.2f} {r['end_to_end']['p90_ms']:>9.2f} "
+            f"{c['text_encoder']['p50_ms']:>8.2f} {c['unet']['p50_ms']:>8.2f} {c['decoder']['p50_ms']:>8.2f} {r['images_per_second']:>8.1f}"
+        )
+    lines.append("ms per image (p50 unless marked), warm-up excluded")
+    return "\n".join(lines)

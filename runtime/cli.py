@@ -1,0 +1,78 @@
+"""`swiftbrush generate`, `bench` and `doctor` (click; torch-free).
+
+    swiftbrush generate --model DIR (--prompt TEXT ... | --prompts FILE) [--seed N]
+                        [--backend auto|tensorrt|onnxruntime|torch] [--device D] --out DIR
+    swiftbrush bench    --model DIR [--backend B | --compare b1,b2] [--batch N] [--iters N]
+                        [--warmup N] [--json FILE]
+    swiftbrush doctor   [--json]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from swiftbrush_runtime.errors import InvalidArgumentError
+
+
+def _int(value: str, flag: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidArgumentError(f"{flag} must be an integer, got {value!r}") from None
+
+
+@click.command("generate")
+@click.option("--model", required=True, type=click.Path(path_type=Path), help="An engine, ONNX or student directory.")
+@click.option("--prompt", "prompts", multiple=True, help="A prompt (repeatable); \"\" is a valid unconditional prompt.")
+@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path), default=None, help="A UTF-8 text file, one prompt per line.")
+@click.option("--seed", default="0", show_default=True, help="Integer seed of the numpy noise (same on every backend).")
+@click.option("--backend", default="auto", show_default=True, help="auto, tensorrt, onnxruntime or torch.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: the backend's best).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory for 0000.png ... and grid.png.")
+def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | None, seed: str, backend: str, device: str | None, out: Path) -> None:
+    """Make one image per prompt with one UNet call each."""
+    from swiftbrush_runtime.commands import generate_to_dir, prepare_out_dir, read_prompts
+
+    if prompts and prompts_file:
+        raise InvalidArgumentError("pass --prompt or --prompts, not both")
+    seed_value = _int(seed, "--seed")
+    texts = read_prompts(prompts_file) if prompts_file else list(prompts)
+    if not texts:
+        raise InvalidArgumentError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
+    prepare_out_dir(out)
+    paths = generate_to_dir(model, texts, out, seed=seed_value, backend=backend, device=device)
+    click.echo(f"wrote {len(paths) - 1} images and grid.png to {out}")
+
+
+@click.command("bench")
+@click.option("--model", required=True, type=click.Path(path_type=Path), help="An engine, ONNX or student directory.")
+@click.option("--backend", default="auto", show_default=True, help="auto, tensorrt, onnxruntime or torch.")
+@click.option("--compare", default=None, help="Comma-separated backends to run side by side, e.g. onnxruntime,torch.")
+@click.option("--batch", default="1", show_default=True)
+@click.option("--iters", default="20", show_default=True)
+@click.option("--warmup", default="3", show_default=True)
+@click.option("--device", default=None, help="cpu, cuda or cuda:N.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the report here.")
+def bench_cmd(model: Path, backend: str, compare: str | None, batch: str, iters: str, warmup: str, device: str | None, json_path: Path | None) -> None:
+    """ms per image (p50/p90), end to end and per component; warm-up excluded."""
+    from swiftbrush_runtime.bench import format_table, run_bench
+
+    names = [b.strip() for b in compare.split(",") if b.strip()] if compare else [backend]
+    report = run_bench(model, names, batch=_int(batch, "--batch"), iters=_int(iters, "--iters"), warmup=_int(warmup, "--warmup"), device=device)
+    click.echo(format_table(report))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+@click.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor_cmd(as_json: bool) -> None:
+    """What is installed here and which backends will work (and why not)."""
+    from swiftbrush_runtime.doctor import doctor_report, format_report
+
+    report = doctor_report()
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))

@@ -1,0 +1,178 @@
+"""The one-step pipeline users call: prompts + seed -> images, on any backend.
+
+    from swiftbrush_runtime import Generator
+    gen = Generator.load("out/onnx")                       # backend from the directory kind
+    images = gen(["a red circle on a blue background"], seed=0)  # list of PIL images
+    arrays = gen.generate(["..."], seed=0)                  # uint8 [B, H, W, 3], no PIL
+
+The noise is `numpy.random.default_rng(seed).standard_normal((B, C, h, w))` for the
+whole prompt list, so every backend starts from the same latents and a prompt's
+image does not depend on how the list is split into batches. Calls are serialised
+by a lock (backends hold one stream / session set), so one Generator is safe to
+share between threads; prompt embeddings are cached (LRU).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from swiftbrush_runtime import backends as _backends
+from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
+from swiftbrush_runtime.images import to_uint8
+from swiftbrush_runtime.manifest import read_manifest
+from swiftbrush_runtime.onestep import read_onestep
+from swiftbrush_runtime.tokenizer import ClipTokenizer
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("onnx", "engine", "student")
+BACKEND_CHOICES = ("auto", *_backends.BACKENDS)
+
+
+def _fix_for(kind: str, backend: str, path: Path) -> str:
+    if backend == "tensorrt" and kind == "onnx":
+        return f"build engines first: swiftbrush export engine --onnx {path} --out {path}-engine"
+    if kind == "student" and backend in ("onnxruntime", "tensorrt"):
+        return f"export it first: swiftbrush export onnx --student {path} --out {path}-onnx"
+    return f"use --backend {_backends.BACKEND_OF[kind]}"
+
+
+class Generator:
+    """Prompts -> images with one UNet call; thread-safe; see the module docstring."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], backend: _backends.Backend, cache_size: int = 256) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+        self.backend = backend
+        one = read_onestep(self.path / "onestep.json")
+        self.onestep = one
+        self.height = int(manifest.get("height", one.resolution))
+        self.width = int(manifest.get("width", one.resolution))
+        self.latent_channels = one.latent_channels
+        self.vae_scale_factor = one.vae_scale_factor
+        self.tokenizer = ClipTokenizer(self.path / "tokenizer")
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.RLock()  # re-entrant: generate() holds it and calls encode()
+        self.last_timings: dict[str, float] = {}  # ms per stage of the last call
+        self.last_truncated: list[int] = []
+
+    @classmethod
+    def load(
+        cls,
+        path: Path | str,
+        backend: str = "auto",
+        device: str | None = None,
+        verify: bool = True,
+        cache_size: int = 256,
+        **options: Any,
+    ) -> "Generator":
+        """Open an onnx, engine or student directory; the backend defaults to the kind's own.
+
+        `options` go to the backend: `providers`/`threads` (onnxruntime), `compile`
+        (torch). `verify` re-hashes every file against the manifest.
+        """
+        path = Path(path)
+        if backend not in BACKEND_CHOICES:
+            raise InvalidArgumentError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
+        manifest = read_manifest(path, KINDS, verify=verify)
+        kind = manifest["kind"]
+        chosen = _backends.BACKEND_OF[kind] if backend == "auto" else backend
+        if _backends.KIND_OF[chosen] != kind:
+            raise InvalidModelError(f"{path} is an {kind} directory, which the {chosen} backend cannot run; {_fix_for(kind, chosen, path)}")
+        return cls(path, manifest, _backends.create(chosen, path, manifest, device=device, **options), cache_size=cache_size)
+
+    # --- the pipeline ----------------------------------------------------------
+
+    def noise(self, batch: int, seed: int, height: int | None = None, width: int | None = None) -> np.ndarray:
+        h = (height or self.height) // self.vae_scale_factor
+        w = (width or self.width) // self.vae_scale_factor
+        return np.random.default_rng(seed).standard_normal((batch, self.latent_channels, h, w), dtype=np.float32)
+
+    def encode(self, prompts: Sequence[str]) -> np.ndarray:
+        """Text embeddings [B, 77, D], from the cache where the prompt was seen before."""
+        prompts = _check_prompts(prompts)
+        with self._lock:
+            fresh: dict[str, np.ndarray] = {}
+            missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
+            if missing:
+                ids, dropped = self.tokenizer.encode(missing)
+                self.last_truncated = dropped
+                fresh = dict(zip(missing, self.run_batched(self.backend.encode, ids)))
+            out = np.stack([fresh[p] if p in fresh else self._cache[p] for p in prompts])
+            for p in prompts:  # most recently used last; the oldest are evicted first
+                if p in fresh:
+                    self._cache[p] = fresh[p]
+                self._cache.move_to_end(p)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return out
+
+    def generate(self, prompts: Sequence[str] | str, seed: int = 0, output: str = "uint8") -> np.ndarray:
+        """uint8 [B, H, W, 3] images (output="uint8") or float [B, 3, H, W] in [-1, 1] ("float")."""
+        prompts = _check_prompts(prompts)
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise InvalidArgumentError(f"seed must be an integer, got {seed!r}")
+        if output not in ("uint8", "float"):
+            raise InvalidArgumentError(f"output must be 'uint8' or 'float', got {output!r}")
+        with self._lock:
+            t0 = time.perf_counter()
+            emb = self.encode(prompts)
+            t1 = time.perf_counter()
+            z = self.noise(len(prompts), int(seed))
+            images = self.run_batched(self.backend.run, z, emb)
+            self.backend.synchronize()
+            t2 = time.perf_counter()
+            self.last_timings = {"text_encoder_ms": (t1 - t0) * 1e3, "image_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3}
+        return to_uint8(images) if output == "uint8" else images
+
+    def __call__(self, prompts: Sequence[str] | str, seed: int = 0) -> list[Any]:
+        """PIL images, one per prompt, in order."""
+        from PIL import Image
+
+        return [Image.fromarray(a) for a in self.generate(prompts, seed)]
+
+    def run_batched(self, fn: Callable[..., np.ndarray], *arrays: np.ndarray) -> np.ndarray:
+        """Call fn on chunks of at most max_batch rows, padding to a static batch."""
+        n = arrays[0].shape[0]
+        step = self.backend.max_batch or n
+        outs = []
+        for i in range(0, n, step):
+            chunk = [a[i : i + step] for a in arrays]
+            m = chunk[0].shape[0]
+            static = self.backend.static_batch
+            if static and m < static:  # a static graph takes exactly its batch: pad by repeating
+                chunk = [np.concatenate([c, np.repeat(c[-1:], static - m, axis=0)]) for c in chunk]
+            outs.append(fn(*chunk)[:m])
+        return np.concatenate(outs)
+
+    def info(self) -> dict[str, Any]:
+        return {**self.backend.info(), "model": str(self.path), "kind": self.manifest["kind"], "height": self.height, "width": self.width}
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Generator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_prompts(prompts: Sequence[str] | str) -> list[str]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise InvalidArgumentError("no prompts given; pass at least one (an empty string is a valid, unconditional prompt)")
+    bad = [p for p in prompts if not isinstance(p, str)]
+    if bad:
+        raise InvalidArgumentError(f"prompts must be strings, got {bad[0]!r}")
+    return prompts

@@ -1,0 +1,73 @@
+"""onestep.json: how a student's single UNet call becomes an image.
+
+Written by `swiftbrush distill` into the student directory and copied into ONNX
+and engine directories; the runtime reads it for the noise shape, the torch
+backend also for the eps -> x0 conversion. Pure stdlib.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swiftbrush_runtime.errors import InvalidModelError
+
+ONESTEP = "onestep.json"
+_ONESTEP_FIELDS = {
+    "timestep": int,
+    "alpha_T": float,
+    "prediction_type": str,
+    "resolution": int,
+    "latent_channels": int,
+    "vae_scale_factor": int,
+    "scaling_factor": float,
+}
+
+
+@dataclass(frozen=True)
+class OneStep:
+    """The one-step conversion: eps at `timestep` -> x0 -> VAE latent, from onestep.json."""
+
+    timestep: int  # the fixed input timestep T (999 for SwiftBrush)
+    alpha_T: float  # alphas_cumprod[T] of the teacher's schedule
+    prediction_type: str  # "epsilon": the only kind SwiftBrush students predict
+    resolution: int  # native image size in pixels
+    latent_channels: int  # 4 for SD-family VAEs
+    vae_scale_factor: int  # pixels per latent cell (8)
+    scaling_factor: float  # the VAE's latent scaling (0.18215 for SD)
+    extra: dict[str, Any]  # teacher, guidance_scale and anything else recorded
+
+    def to_json(self) -> dict[str, Any]:
+        fields = {k: getattr(self, k) for k in _ONESTEP_FIELDS}
+        return {**fields, **self.extra}
+
+
+def read_onestep(path: Path) -> OneStep:
+    """Parse and validate onestep.json; InvalidModelError names the bad field."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InvalidModelError(f"{path.parent} has no {ONESTEP}: it is not a one-step student directory (make one with `swiftbrush distill`)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidModelError(f"{path} is not valid JSON ({e})") from None
+    values: dict[str, Any] = {}
+    for name, typ in _ONESTEP_FIELDS.items():
+        if name not in data:
+            raise InvalidModelError(f"{path} lacks the field {name!r}")
+        value = data[name]
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise InvalidModelError(f"{path}: {name} must be a {typ.__name__}, got {value!r}")
+        values[name] = value
+    if values["prediction_type"] != "epsilon":
+        raise InvalidModelError(f"{path}: prediction_type {values['prediction_type']!r} is not supported; one-step students predict 'epsilon'")
+    if not 0.0 < values["alpha_T"] < 1.0 or not math.isfinite(values["alpha_T"]):
+        raise InvalidModelError(f"{path}: alpha_T must be in (0, 1), got {values['alpha_T']}")
+    if not 0 <= values["timestep"] < 1000:
+        raise InvalidModelError(f"{path}: timestep must be in [0, 999], got {values['timestep']}")
+    extra = {k: v for k, v in data.items() if k not in _ONESTEP_FIELDS}
+    return OneStep(**values, extra=extra)

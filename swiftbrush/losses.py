@@ -1,0 +1,67 @@
+"""The SwiftBrush losses as pure functions on tensors.
+
+Each returns `(loss, logs)`: the scalar to backpropagate and a small dict of
+floats for the progress bar and the JSONL log. The trainer only weights, sums,
+backpropagates and steps; everything here is testable on random CPU tensors.
+
+Shapes: latents and eps are BxCxHxW; `alpha_t` is the teacher schedule's
+`alphas_cumprod[t]` per sample, shape B (broadcast over C, H, W here).
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+
+Logs = Dict[str, float]
+
+
+def _per_sample(alpha_t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """alpha_t as a tensor broadcastable against `like` (B -> Bx1x1x1)."""
+    a = torch.as_tensor(alpha_t, dtype=like.dtype, device=like.device)
+    return a.reshape(-1, *([1] * (like.ndim - 1))) if a.ndim else a
+
+
+def eps_to_x0(latents: torch.Tensor, eps: torch.Tensor, alpha_t: torch.Tensor | float) -> torch.Tensor:
+    """Invert `x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps` for x0 (the one-step student's output map)."""
+    a = _per_sample(alpha_t, latents)
+    return (latents - (1 - a).sqrt() * eps) / a.sqrt()
+
+
+def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: uncond + scale * (cond - uncond); scale 1 is the conditional model."""
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def vsd_loss(
+    x0: torch.Tensor, eps_teacher: torch.Tensor, eps_lora: torch.Tensor, alpha_t: torch.Tensor
+) -> tuple[torch.Tensor, Logs]:
+    """Variational score distillation (SwiftBrush eq. 5 with w(t) = 1 - a_t).
+
+    The score difference is turned into a regression target so that the gradient
+    of the loss with respect to x0 is exactly `grad / x0.numel()` (mean reduction):
+    autograd never goes through either teacher.
+    """
+    w = 1 - _per_sample(alpha_t, x0)
+    grad = torch.nan_to_num(w * (eps_teacher - eps_lora).to(x0.dtype))
+    loss = 0.5 * F.mse_loss(x0.float(), (x0 - grad).detach().float(), reduction="mean")
+    return loss, {"vsd": loss.item(), "grad_abs": grad.abs().mean().item()}
+
+
+def sds_loss(
+    x0: torch.Tensor, eps_teacher: torch.Tensor, noise: torch.Tensor, alpha_t: torch.Tensor
+) -> tuple[torch.Tensor, Logs]:
+    """Score distillation sampling: VSD with the LoRA teacher replaced by the sampled noise (the ablation)."""
+    loss, logs = vsd_loss(x0, eps_teacher, noise, alpha_t)
+    return loss, {"sds": logs["vsd"], "grad_abs": logs["grad_abs"]}
+
+
+def lora_denoising_loss(
+    eps_pred: torch.Tensor, noise: torch.Tensor, alpha_t: torch.Tensor
+) -> tuple[torch.Tensor, Logs]:
+    """The LoRA teacher's eps-prediction loss on the student's samples, weighted by a_t per sample."""
+    a = _per_sample(alpha_t, eps_pred)
+    loss = (a * (eps_pred.float() - noise.float()) ** 2).mean()
+    return loss, {"lora": loss.item()}

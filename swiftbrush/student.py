@@ -1,0 +1,223 @@
+"""The one-step student: its directory, its pipeline, and sampling for evaluation.
+
+    from swiftbrush.student import OneStepPipeline
+    pipe = OneStepPipeline.from_pretrained("out/toy/student")
+    images = pipe(["a red circle on a blue background"], seed=0).images
+
+    swiftbrush eval --model out/toy/student
+
+The student directory is a diffusers `StableDiffusionPipeline` folder (the unet is
+the distilled student, EMA weights; vae, text encoder, tokenizer and scheduler are
+the teacher's) plus `onestep.json`, which makes the one-step conversion explicit:
+a multi-step scheduler must never drive this UNet. Math, with a_T = alphas_cumprod[T]:
+
+    z ~ N(0, I);  eps = unet(z, T, text);  x0 = (z - sqrt(1 - a_T) eps) / sqrt(a_T)
+    image = vae.decode(x0 / scaling_factor)
+
+`manifest.json` is written last, inside an atomic directory write.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+from PIL import Image
+
+from swiftbrush.errors import InvalidModelError
+from swiftbrush.losses import eps_to_x0
+from swiftbrush.prompts import encode_text
+
+ONESTEP = "onestep.json"
+LATENT_CHANNELS = 4
+
+
+def initial_latents(seed: int, batch: int, channels: int, h: int, w: int) -> np.ndarray:
+    """The initial noise for `seed`, drawn with numpy so torch-free runtimes reproduce it exactly."""
+    return np.random.default_rng(seed).standard_normal((batch, channels, h, w), dtype=np.float32)
+
+
+def read_onestep(student_dir: Path) -> dict[str, Any]:
+    """The one-step config of a finished student directory; InvalidModelError if it is not one."""
+    path = Path(student_dir) / ONESTEP
+    if not path.is_file():
+        raise InvalidModelError(f"{student_dir} has no {ONESTEP}: it is not a SwiftBrush student directory (make one with `swiftbrush distill`)")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidModelError(f"{path} is not valid JSON ({e})") from None
+    missing = [k for k in ("timestep", "alpha_T", "resolution", "scaling_factor", "vae_scale_factor") if k not in config]
+    if missing:
+        raise InvalidModelError(f"{path} lacks {', '.join(missing)}; rebuild the student with `swiftbrush distill`")
+    return config
+
+
+def one_step_x0(unet: Any, latents: Any, text_emb: Any, timestep: int, alpha_T: float) -> Any:
+    """The student's whole sampler: one UNet call at T, eps converted to x0 (float32)."""
+    t = torch.full((latents.shape[0],), timestep, device=latents.device, dtype=torch.long)
+    eps = unet(latents.to(unet.dtype), t, text_emb.to(unet.dtype)).sample
+    return eps_to_x0(latents.float(), eps.float(), alpha_T)
+
+
+def decode_to_uint8(vae: Any, x0: Any, scaling_factor: float) -> np.ndarray:
+    """Latents -> uint8 NxHxWx3 images through the (fp32) VAE decoder."""
+    image = vae.decode((x0 / scaling_factor).to(vae.dtype)).sample.float()
+    image = ((image / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    return image.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class OneStepPipeline(DiffusionPipeline):
+    """SwiftBrush's one-step text-to-image pipeline (one text encoder, one UNet, one VAE call)."""
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def __init__(self, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any, onestep: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        alphas = scheduler.alphas_cumprod
+        self.onestep = onestep or {
+            "timestep": 999,
+            "alpha_T": float(alphas[999]),
+            "prediction_type": "epsilon",
+            "resolution": int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1),
+            "latent_channels": int(unet.config.in_channels),
+            "vae_scale_factor": 2 ** (len(vae.config.block_out_channels) - 1),
+            "scaling_factor": float(vae.config.scaling_factor),
+        }
+
+    @classmethod
+    def from_pretrained(cls, student_dir: str | Path, torch_dtype: Any = None, device: Any = None, **_: Any) -> "OneStepPipeline":  # type: ignore[override]
+        """Load a student directory written by `swiftbrush distill` (safetensors only)."""
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        from swiftbrush_runtime.manifest import read_manifest
+
+        path = Path(student_dir)
+        read_manifest(path, "student", verify=False)
+        onestep = read_onestep(path)
+        dtype = torch_dtype or torch.float32
+        try:
+            unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, use_safetensors=True)
+            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32, use_safetensors=True)
+            text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, use_safetensors=True)
+            tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
+            scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+        except Exception as e:  # truncated or foreign files: one line, not a traceback
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InvalidModelError(f"student in {path} does not load ({first}); rebuild it with `swiftbrush distill`") from None
+        pipe = cls(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, onestep=onestep)
+        for module in (unet, vae, text_encoder):
+            module.eval().requires_grad_(False)
+        return pipe.to(device) if device is not None else pipe
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        num_images_per_prompt: int = 1,
+        seed: int | None = None,
+        generator: Any = None,
+        latents: Any = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> Any:
+        """Images for `prompt`; `seed` draws the noise with numpy (as the runtime does), else `generator`."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        cfg = self.onestep
+        size = int(cfg["resolution"]) // int(cfg["vae_scale_factor"])
+        shape = (len(prompts), int(cfg.get("latent_channels", LATENT_CHANNELS)), size, size)
+        device = self._execution_device
+        if latents is None:
+            if seed is not None:
+                latents = torch.from_numpy(initial_latents(seed, *shape))
+            else:
+                latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        latents = latents.to(device, torch.float32)
+        emb = encode_text(self.tokenizer, self.text_encoder, prompts).to(device)
+        x0 = one_step_x0(self.unet, latents, emb, int(cfg["timestep"]), float(cfg["alpha_T"]))
+        if output_type == "latent":
+            images: Any = x0
+        else:
+            image = self.vae.decode((x0 / float(cfg["scaling_factor"])).to(self.vae.dtype)).sample.float()
+            image = (image / 2 + 0.5).clamp(0, 1)
+            if output_type == "pt":
+                images = image
+            else:
+                array = image.permute(0, 2, 3, 1).cpu().numpy()
+                images = array if output_type == "np" else [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array]
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+
+
+def sample_student(student: str | Path | Any, prompts: Sequence[str], seed: int = 0, batch_size: int = 64) -> np.ndarray:
+    """uint8 NxHxWx3 images, one per prompt, from a student directory or a loaded OneStepPipeline.
+
+    The noise for all N images is drawn at once from `seed` (numpy), so a prompt's
+    image does not depend on the batch size.
+    """
+    pipe = OneStepPipeline.from_pretrained(student) if isinstance(student, (str, Path)) else student
+    cfg = pipe.onestep
+    size = int(cfg["resolution"]) // int(cfg["vae_scale_factor"])
+    noise = torch.from_numpy(initial_latents(seed, len(prompts), int(cfg.get("latent_channels", LATENT_CHANNELS)), size, size))
+    device = pipe.unet.device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(prompts), batch_size):
+            emb = encode_text(pipe.tokenizer, pipe.text_encoder, prompts[i : i + batch_size]).to(device)
+            x0 = one_step_x0(pipe.unet, noise[i : i + batch_size].to(device), emb, int(cfg["timestep"]), float(cfg["alpha_T"]))
+            out.append(decode_to_uint8(pipe.vae, x0, float(cfg["scaling_factor"])))
+    return np.concatenate(out)
+
+
+def write_student(out: Path, unet: Any, teacher: Any, guidance_scale: float, made_from: dict[str, Any], overwrite: bool = True) -> Path:
+    """Write the student directory (contract in the module docstring), atomically, manifest last."""
+    from diffusers import StableDiffusionPipeline
+
+    from swiftbrush_runtime.manifest import atomic_dir, write_manifest
+
+    alphas = teacher.scheduler.alphas_cumprod
+    onestep = {
+        "timestep": 999,
+        "alpha_T": float(alphas[999]),
+        "prediction_type": "epsilon",
+        "resolution": int(teacher.resolution),
+        "latent_channels": int(unet.config.in_channels),
+        "vae_scale_factor": int(teacher.vae_scale_factor),
+        "scaling_factor": float(teacher.vae.config.scaling_factor),
+        "teacher": str(teacher.source),
+        "guidance_scale": float(guidance_scale),
+    }
+    with atomic_dir(Path(out), overwrite=overwrite) as tmp:
+        pipe = StableDiffusionPipeline(
+            vae=teacher.vae, text_encoder=teacher.text_encoder, tokenizer=teacher.tokenizer, unet=unet,
+            scheduler=teacher.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )  # fmt: skip
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        # The teacher's own tokenizer files (they include tokenizer.json, which the torch-free runtime reads).
+        shutil.rmtree(tmp / "tokenizer")
+        shutil.copytree(Path(teacher.path) / "tokenizer", tmp / "tokenizer")
+        (tmp / ONESTEP).write_text(json.dumps(onestep, indent=2) + "\n")
+        write_manifest(tmp, "student", made_from=made_from, onestep=onestep, versions=_versions())
+    return Path(out)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("swiftbrush", "torch", "diffusers", "transformers", "peft", "accelerate"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found

@@ -1,0 +1,147 @@
+"""Shared fixtures: a tiny random student and its ONNX exports, built once per session.
+
+The student has the toy teacher's exact structure (AutoencoderKL 64x64x3 <-> 8x8x4,
+a width-64 CLIPTextModel with the toy CLIP-format vocabulary, a cross-attention
+UNet2DConditionModel, SD's schedule) with seeded random weights, so the export and
+runtime tests do not wait for the trained toy teacher; a student is just a UNet
+with its teacher's structure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+SEQ_LEN = 77
+
+
+def make_tiny_student(out: Path, seed: int = 0) -> Path:
+    """Write a student directory (diffusers folder + onestep.json + manifest) with random weights."""
+    import torch
+    from diffusers import AutoencoderKL, AutoencoderTiny, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from swiftbrush.toy import models
+    from swiftbrush.toy.vocab import write_tokenizer
+    from swiftbrush_runtime.manifest import write_manifest
+
+    out = Path(out)
+    tok_dir = out / "tokenizer"
+    write_tokenizer(tok_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            **models.text_encoder_config(
+                len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+            )
+        )
+    )
+    vae = AutoencoderKL(**models.VAE_CONFIG)
+    unet = UNet2DConditionModel(**models.UNET_CONFIG)
+    # Random decoders output tiny values; scale the last conv so images span [-1, 1]
+    # and the fp16 comparisons see realistic activation sizes.
+    with torch.no_grad():
+        vae.decoder.conv_out.weight.mul_(4.0)
+    scheduler = DDPMScheduler.from_config(models.SCHEDULER_CONFIG)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    write_tokenizer(tok_dir)  # save_pretrained rewrote the folder from the slow tokenizer; keep tokenizer.json
+    # A tiny autoencoder decoder (TAESD's architecture at toy widths) for --decoder taesd.
+    AutoencoderTiny(
+        encoder_block_out_channels=(16, 16, 16, 16), decoder_block_out_channels=(16, 16, 16, 16),
+        num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4,
+    ).save_pretrained(out / "taesd", safe_serialization=True)
+    alpha_T = float(scheduler.alphas_cumprod[999])
+    onestep = {
+        "timestep": 999,
+        "alpha_T": alpha_T,
+        "prediction_type": "epsilon",
+        "resolution": models.RESOLUTION,
+        "latent_channels": 4,
+        "vae_scale_factor": 8,
+        "scaling_factor": float(vae.config.scaling_factor),
+        "teacher": "random-tiny",
+        "guidance_scale": 1.5,
+    }
+    (out / "onestep.json").write_text(json.dumps(onestep, indent=2) + "\n")
+    write_manifest(out, "student", teacher="random-tiny", step=0)
+    return out
+
+
+def student_from_teacher(teacher: Path, out: Path) -> Path:
+    """A student directory from a teacher folder: the teacher UNet itself as the one-step student.
+
+    Not a good student (one step of a multi-step teacher), but exactly the structure,
+    weights and activation sizes of a trained model, which is what export parity needs.
+    """
+    import shutil
+
+    from diffusers import AutoencoderKL, DDPMScheduler
+
+    from swiftbrush_runtime.manifest import write_manifest
+
+    shutil.copytree(teacher, out, ignore=shutil.ignore_patterns("manifest.json", "*.bin", "*.ckpt"))
+    scheduler = DDPMScheduler.from_pretrained(out, subfolder="scheduler")
+    vae_cfg = AutoencoderKL.load_config(out, subfolder="vae")
+    unet_cfg = json.loads((out / "unet" / "config.json").read_text())
+    vae_scale = 2 ** (len(vae_cfg["block_out_channels"]) - 1)
+    onestep = {
+        "timestep": 999,
+        "alpha_T": float(scheduler.alphas_cumprod[999]),
+        "prediction_type": "epsilon",
+        "resolution": int(unet_cfg["sample_size"]) * vae_scale,
+        "latent_channels": int(unet_cfg["in_channels"]),
+        "vae_scale_factor": vae_scale,
+        "scaling_factor": float(vae_cfg.get("scaling_factor", 0.18215)),
+        "teacher": str(teacher),
+        "guidance_scale": 1.5,
+    }
+    (out / "onestep.json").write_text(json.dumps(onestep, indent=2) + "\n")
+    write_manifest(out, "student", teacher=str(teacher), step=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_student(tmp_path_factory.mktemp("student") / "student")
+
+
+@pytest.fixture(scope="session")
+def onnx_fp32(tiny_student: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from swiftbrush_export.onnx_export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "fp32"
+    export_onnx(tiny_student, out, dtype="fp32", batch=2, dynamic=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def onnx_fp16(tiny_student: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from swiftbrush_export.onnx_export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "fp16"
+    export_onnx(tiny_student, out, dtype="fp16", batch=1)
+    return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu` tests on machines without CUDA."""
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda or os.environ.get("SWIFTBRUSH_GPU_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,47 @@
+"""Export parity on the committed toy teacher's trained weights (skipped until it is committed).
+
+Trained weights have the activation sizes random ones lack, so the fp16 bound is
+checked here on a real model: the teacher UNet taken as a one-step student.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import student_from_teacher
+
+# SWIFTBRUSH_TOY_TEACHER points the test at another teacher folder (e.g. a training snapshot).
+TEACHER = Path(os.environ.get("SWIFTBRUSH_TOY_TEACHER", Path(__file__).resolve().parents[2] / "swiftbrush" / "toy" / "assets" / "teacher"))
+PROMPTS = ["a red circle on a blue background", "a green square on a yellow background", "", "blue triangle"]
+
+pytestmark = pytest.mark.skipif(not (TEACHER / "model_index.json").is_file(), reason="the toy teacher is not committed yet")
+
+
+@pytest.fixture(scope="module")
+def toy_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return student_from_teacher(TEACHER, tmp_path_factory.mktemp("toy") / "student")
+
+
+def test_toy_fp32_and_fp16_parity(toy_student: Path, tmp_path: Path):
+    from swiftbrush_export.onnx_export import export_onnx
+    from swiftbrush_runtime import Generator
+
+    export_onnx(toy_student, tmp_path / "fp32", dtype="fp32", batch=len(PROMPTS))
+    export_onnx(toy_student, tmp_path / "fp16", dtype="fp16", batch=len(PROMPTS))
+    torch_gen = Generator.load(toy_student, backend="torch", device="cpu")
+    g32, g16 = Generator.load(tmp_path / "fp32"), Generator.load(tmp_path / "fp16")
+    for seed in range(3):
+        ref = torch_gen.generate(PROMPTS, seed=seed, output="float")
+        a32 = g32.generate(PROMPTS, seed=seed, output="float")
+        a16 = g16.generate(PROMPTS, seed=seed, output="float")
+        assert np.linalg.norm(a32 - ref) / np.linalg.norm(ref) < 1e-4
+        assert np.isfinite(a16).all()
+        err = np.abs(np.clip(a16, -1, 1) - np.clip(ref, -1, 1)).max() / 2
+        # The issue's bar (< 2/255) is for a distilled toy student: measured 1.38/255 max on one
+        # (benchmarks/RESULTS.md). The teacher taken as a student is the harsher case (its eps at
+        # t=999 is less smooth; x0 multiplies eps errors by ~15): 2.73/255 measured, bounded at 3.
+        assert err < 3 / 255, (seed, err * 255)

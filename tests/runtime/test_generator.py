@@ -1,0 +1,121 @@
+"""Generator: same image per seed on every backend and batch split, threads, cache, typed errors."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from swiftbrush_runtime import Generator, InvalidArgumentError, InvalidModelError
+from swiftbrush_runtime.backends.base import BackendUnavailableError
+
+PROMPTS = ["a red circle on a blue background", "green square", ""]
+
+
+@pytest.fixture(scope="module")
+def ort_gen(onnx_fp32: Path) -> Generator:
+    return Generator.load(onnx_fp32)
+
+
+def test_auto_backend_and_pil(ort_gen: Generator):
+    assert ort_gen.backend.name == "onnxruntime"
+    images = ort_gen(PROMPTS, seed=0)
+    assert len(images) == 3 and images[0].size == (64, 64) and images[0].mode == "RGB"
+
+
+def test_seed_stable_and_independent_of_batching(ort_gen: Generator, onnx_fp16: Path):
+    a = ort_gen.generate(PROMPTS, seed=7)
+    b = ort_gen.generate(PROMPTS, seed=7)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, ort_gen.generate(PROMPTS, seed=8))
+    # a static batch-1 graph runs the same list one by one and pads nothing: same noise rows
+    static = Generator.load(onnx_fp16)
+    assert static.backend.static_batch == 1
+    c = static.generate(PROMPTS, seed=7)
+    assert np.abs(c.astype(int) - a.astype(int)).max() <= 2
+
+
+def test_matches_torch_backend(ort_gen: Generator, tiny_student: Path):
+    torch_gen = Generator.load(tiny_student, backend="torch", device="cpu")
+    a = ort_gen.generate(PROMPTS, seed=3, output="float")
+    b = torch_gen.generate(PROMPTS, seed=3, output="float")
+    assert np.abs(a - b).max() < 1e-4
+
+
+def test_threads_share_one_generator(ort_gen: Generator):
+    expected = {s: ort_gen.generate([PROMPTS[s % 3]], seed=s) for s in range(6)}
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(s: int) -> None:
+        try:
+            results[s] = ort_gen.generate([PROMPTS[s % 3]], seed=s)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(6) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for s, img in results.items():
+        np.testing.assert_array_equal(img, expected[s])
+
+
+def test_prompt_cache(onnx_fp32: Path):
+    gen = Generator.load(onnx_fp32, cache_size=2)
+    calls = []
+    encode = gen.backend.encode
+    gen.backend.encode = lambda ids: calls.append(len(ids)) or encode(ids)
+    gen.generate(["a", "b", "a"], seed=0)
+    gen.generate(["a", "b"], seed=0)
+    assert calls == [2]
+    gen.generate(["c"], seed=0)
+    assert list(gen._cache) == ["b", "c"]
+
+
+def test_typed_errors(ort_gen: Generator, onnx_fp32: Path, tiny_student: Path, tmp_path: Path, monkeypatch):
+    with pytest.raises(InvalidArgumentError, match="seed must be an integer"):
+        ort_gen.generate(["x"], seed="1")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="no prompts"):
+        ort_gen.generate([], seed=0)
+    with pytest.raises(InvalidArgumentError, match="--backend"):
+        Generator.load(onnx_fp32, backend="tpu")
+    with pytest.raises(InvalidModelError, match="swiftbrush export engine --onnx"):
+        Generator.load(onnx_fp32, backend="tensorrt")
+    with pytest.raises(InvalidModelError, match="swiftbrush export onnx --student"):
+        Generator.load(tiny_student, backend="onnxruntime")
+    with pytest.raises(InvalidModelError, match="no manifest.json"):
+        Generator.load(tmp_path)
+    copy = tmp_path / "onnx"
+    shutil.copytree(onnx_fp32, copy)
+    (copy / "tokenizer" / "vocab.json").write_text("{}")
+    with pytest.raises(InvalidModelError, match="does not match its manifest hash"):
+        Generator.load(copy)
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ort(name, *a, **k):
+        if name == "onnxruntime":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_ort)
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'swiftbrush\[ort\]'"):
+        Generator.load(onnx_fp32)
+
+
+def test_cuda_requested_without_cuda_provider(onnx_fp32: Path):
+    from swiftbrush_runtime.backends.ort import choose_providers
+
+    assert choose_providers(["CPUExecutionProvider"], None, None) == (["CPUExecutionProvider"], "cpu")
+    assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], "auto", None)[1] == "cuda"
+    with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu"):
+        choose_providers(["CPUExecutionProvider"], "cuda", None)
+    with pytest.raises(BackendUnavailableError, match="not available"):
+        choose_providers(["CPUExecutionProvider"], None, ["TensorrtExecutionProvider"])

@@ -1,0 +1,60 @@
+"""On a GPU machine: TensorRT engines and ONNX Runtime CUDA against the CPU reference (skipped elsewhere)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from swiftbrush_runtime import Generator
+
+PROMPTS = ["a red circle on a blue background", "green square", ""]
+pytestmark = pytest.mark.gpu
+
+
+def _max_err01(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(np.clip(a, -1, 1) - np.clip(b, -1, 1)).max() / 2)
+
+
+def test_onnxruntime_cuda_io_binding(onnx_fp16: Path, onnx_fp32: Path):
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu not installed")
+    ref = Generator.load(onnx_fp32, device="cpu").generate(PROMPTS, seed=0, output="float")
+    gpu = Generator.load(onnx_fp16, device="cuda")
+    assert gpu.backend.device == "cuda"
+    out = gpu.generate(PROMPTS, seed=0, output="float")
+    assert np.isfinite(out).all() and _max_err01(out, ref) < 2 / 255
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_tensorrt_engines(onnx_fp16: Path, onnx_fp32: Path, tmp_path: Path, static: bool):
+    from swiftbrush_runtime.backends.trt import import_tensorrt
+
+    try:
+        import_tensorrt()
+    except Exception as e:
+        pytest.skip(str(e))
+    from swiftbrush_export.engine import build_engines
+
+    src = onnx_fp16 if static else onnx_fp32
+    m = build_engines(src, tmp_path / "engine", dynamic=not static, timing_cache=tmp_path / "cache.bin")
+    assert (tmp_path / "cache.bin").is_file() and all((tmp_path / "engine" / e["file"]).is_file() for e in m["engines"].values())
+    ref = Generator.load(onnx_fp32, device="cpu").generate(PROMPTS, seed=0, output="float")
+    with Generator.load(tmp_path / "engine") as gen:
+        assert gen.backend.name == "tensorrt"
+        a = gen.generate(PROMPTS, seed=0, output="float")
+        b = gen.generate(PROMPTS, seed=0, output="float")  # second call replays the CUDA graph when static
+        assert np.array_equal(a, b)
+        assert np.isfinite(a).all() and _max_err01(a, ref) < 2 / 255
+
+
+def test_torch_cuda_fp16(tiny_student: Path, onnx_fp32: Path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA")
+    ref = Generator.load(onnx_fp32, device="cpu").generate(PROMPTS, seed=0, output="float")
+    gen = Generator.load(tiny_student, backend="torch", device="cuda")
+    out = gen.generate(PROMPTS, seed=0, output="float")
+    assert np.isfinite(out).all() and _max_err01(out, ref) < 2 / 255

@@ -1,0 +1,104 @@
+"""The SwiftBrush losses on random CPU tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swiftbrush.losses import cfg, eps_to_x0, lora_denoising_loss, sds_loss, vsd_loss
+
+
+def sd_schedule():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    shape = (3, 4, 8, 8)
+    return {
+        "x0": torch.randn(shape, generator=g),
+        "eps_teacher": torch.randn(shape, generator=g),
+        "eps_lora": torch.randn(shape, generator=g),
+        "alpha": torch.rand(3, generator=g) * 0.9 + 0.05,
+    }
+
+
+def test_vsd_gradient_is_score_difference_over_numel(batch):
+    x0 = batch["x0"].clone().requires_grad_(True)
+    loss, logs = vsd_loss(x0, batch["eps_teacher"], batch["eps_lora"], batch["alpha"])
+    loss.backward()
+    w = (1 - batch["alpha"]).view(-1, 1, 1, 1)
+    expected = w * (batch["eps_teacher"] - batch["eps_lora"]) / x0.numel()
+    torch.testing.assert_close(x0.grad, expected, rtol=1e-5, atol=1e-9)
+    assert logs["vsd"] == pytest.approx(0.5 * (expected * x0.numel()).pow(2).mean().item(), rel=1e-5)
+
+
+def test_vsd_gradient_points_along_the_weighted_score_difference(batch):
+    """Descent moves x0 against the teacher's predicted noise and along the LoRA teacher's."""
+    x0 = batch["x0"].clone().requires_grad_(True)
+    loss, _ = vsd_loss(x0, batch["eps_teacher"], batch["eps_lora"], batch["alpha"])
+    loss.backward()
+    direction = (batch["eps_teacher"] - batch["eps_lora"]) * (1 - batch["alpha"]).view(-1, 1, 1, 1)
+    assert torch.sum(x0.grad * direction) > 0  # descent goes along -(eps_teacher - eps_lora)
+
+
+def test_vsd_is_zero_when_teacher_equals_lora(batch):
+    x0 = batch["x0"].clone().requires_grad_(True)
+    loss, _ = vsd_loss(x0, batch["eps_teacher"], batch["eps_teacher"].clone(), batch["alpha"])
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.count_nonzero(x0.grad) == 0
+
+
+def test_vsd_ignores_non_finite_scores(batch):
+    eps = batch["eps_teacher"].clone()
+    eps[0, 0, 0, 0] = float("nan")
+    eps[1, 0, 0, 0] = float("inf")
+    x0 = batch["x0"].clone().requires_grad_(True)
+    loss, _ = vsd_loss(x0, eps, batch["eps_lora"], batch["alpha"])
+    loss.backward()
+    assert torch.isfinite(x0.grad).all()
+
+
+def test_sds_is_vsd_with_the_noise_as_lora_prediction(batch):
+    noise = torch.randn_like(batch["x0"])
+    a, logs = sds_loss(batch["x0"], batch["eps_teacher"], noise, batch["alpha"])
+    b, _ = vsd_loss(batch["x0"], batch["eps_teacher"], noise, batch["alpha"])
+    assert a.item() == b.item() and "sds" in logs
+
+
+def test_eps_to_x0_inverts_add_noise_at_999():
+    sched = sd_schedule()
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(2, 4, 8, 8, generator=g)
+    eps = torch.randn(2, 4, 8, 8, generator=g)
+    t = torch.full((2,), 999, dtype=torch.long)
+    x_t = sched.add_noise(x0, eps, t)
+    recovered = eps_to_x0(x_t, eps, sched.alphas_cumprod[t])
+    torch.testing.assert_close(recovered, x0, rtol=1e-4, atol=1e-4)
+    assert float(sched.alphas_cumprod[999]) == pytest.approx(0.00466, abs=1e-5)  # SD's a_T (REFERENCE.md)
+
+
+def test_eps_to_x0_accepts_a_scalar_alpha():
+    x = torch.randn(1, 4, 2, 2)
+    torch.testing.assert_close(eps_to_x0(x, torch.zeros_like(x), 0.25), x / 0.5)
+
+
+def test_cfg_formula():
+    u, c = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    torch.testing.assert_close(cfg(u, c, 1.0), c)
+    torch.testing.assert_close(cfg(u, c, 0.0), u)
+    torch.testing.assert_close(cfg(u, c, 4.5), u + 4.5 * (c - u))
+
+
+def test_lora_loss_is_alpha_weighted_eps_mse():
+    g = torch.Generator().manual_seed(2)
+    pred, noise = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    alpha = torch.tensor([0.0, 0.5])
+    loss, logs = lora_denoising_loss(pred, noise, alpha)
+    expected = 0.5 * ((pred[1] - noise[1]) ** 2).mean() / 2  # sample 0 has weight 0
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert logs["lora"] == pytest.approx(loss.item())
