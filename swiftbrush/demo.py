@@ -24,13 +24,14 @@ from swiftbrush.teacher import load_teacher
 from swiftbrush.toy.grammar import all_captions
 from swiftbrush_runtime.images import labelled_grid
 
-GRID_CAPTIONS = 12  # columns of grid.png: every 3rd caption covers each colour, shape and background
+# Columns of grid.png: one caption per (colour, shape) pair, the background cycling, so every
+# colour, shape and background appears (captions are ordered colour, shape, background).
+GRID_CAPTIONS = [3 * i + i % 3 for i in range(12)]
 
 
 def _grid_columns(images: np.ndarray, per_caption: int) -> list[np.ndarray]:
-    """The first image of every 3rd caption (images are grouped by caption)."""
-    step = max(1, len(all_captions()) // GRID_CAPTIONS)
-    return [images[i * per_caption] for i in range(0, len(all_captions()), step)][:GRID_CAPTIONS]
+    """The first image of each grid caption (images are grouped by caption)."""
+    return [images[i * per_caption] for i in GRID_CAPTIONS]
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -119,7 +120,7 @@ def run_demo(out: Path, per_caption: int = 8, seed: int = 0) -> dict[str, Any]:
     }
     print(f"[demo] exported and benchmarked: {bench['end_to_end']['p50_ms']:.1f} ms/image on onnxruntime CPU", flush=True)
 
-    columns = [all_captions()[i].text.removeprefix("a ").removesuffix(" background") for i in range(0, 36, 3)]
+    columns = [all_captions()[i].text.removeprefix("a ").removesuffix(" background").replace(" on a ", " on ") for i in GRID_CAPTIONS]
     grid = labelled_grid([r for _, r in rows], [label for label, _ in rows], columns)
     grid.save(out / "grid.png")
     _write_json(out / "report.json", report)
