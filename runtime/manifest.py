@@ -40,6 +40,16 @@ def file_hashes(root: Path) -> dict[str, str]:
     }
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON config file of an artifact directory; InvalidModelError if missing or malformed."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InvalidModelError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidModelError(f"{path} is not valid JSON ({e})") from None
+
+
 def write_manifest(root: Path, kind: str, **fields: Any) -> dict[str, Any]:
     """Write root/manifest.json: kind, format version, caller's fields, file hashes."""
     manifest = {"kind": kind, "format_version": FORMAT_VERSION, **fields, "files": file_hashes(root)}
@@ -62,10 +72,7 @@ def read_manifest(root: Path, kind: str | tuple[str, ...], verify: bool = True) 
     path = root / MANIFEST
     if not path.is_file():
         raise InvalidModelError(f"{root} has no {MANIFEST}: it is not a finished {' or '.join(kinds)} directory")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidModelError(f"{path} is not valid JSON ({e})") from None
+    manifest = read_json(path)
     if manifest.get("kind") not in kinds:
         raise InvalidModelError(f"{root} is a {manifest.get('kind')!r} directory, expected {' or '.join(kinds)}")
     if verify:

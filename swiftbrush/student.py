@@ -30,6 +30,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from PIL import Image
 
 from swiftbrush.errors import InvalidModelError
+from swiftbrush_runtime.manifest import read_json
 from swiftbrush.losses import eps_to_x0
 from swiftbrush.prompts import encode_text
 
@@ -47,10 +48,7 @@ def read_onestep(student_dir: Path) -> dict[str, Any]:
     path = Path(student_dir) / ONESTEP
     if not path.is_file():
         raise InvalidModelError(f"{student_dir} has no {ONESTEP}: it is not a SwiftBrush student directory (make one with `swiftbrush distill`)")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidModelError(f"{path} is not valid JSON ({e})") from None
+    config = read_json(path)
     missing = [k for k in ("timestep", "alpha_T", "resolution", "scaling_factor", "vae_scale_factor") if k not in config]
     if missing:
         raise InvalidModelError(f"{path} lacks {', '.join(missing)}; rebuild the student with `swiftbrush distill`")

@@ -12,7 +12,6 @@ Everything else is refused by name, before any weights are read.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -171,9 +170,6 @@ def load_teacher(source: str | Path, *, device: str = "cpu", dtype: Any = None, 
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InvalidModelError(f"{path} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidModelError(f"{path} is not valid JSON ({e})") from None
+    from swiftbrush_runtime.manifest import read_json
+
+    return read_json(path)
