@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from swiftbrush.evaluate import default_guidance_scale, sample_teacher, toy_prompts
+from swiftbrush.evaluate import default_guidance_scale, sample_teacher, score_fields, toy_prompts
 from swiftbrush.teacher import load_teacher
 from swiftbrush.toy.grammar import all_captions
 from swiftbrush_runtime.images import labelled_grid
@@ -58,9 +58,7 @@ def run_demo(out: Path, per_caption: int = 8, seed: int = 0) -> dict[str, Any]:
         scores = evaluator.score(images, prompts)
         report[key] = {
             "steps": steps,
-            "alignment": round(scores.alignment, 4),
-            "fd": round(scores.fd, 2),
-            "per_attribute": {k: round(v, 4) for k, v in scores.per_attribute.items()},
+            **score_fields(scores),
             "seconds": round(time.time() - start, 1),
         }
         rows.append((f"teacher {steps} step{'s' if steps > 1 else ''}", _grid_columns(images, per_caption)))
@@ -81,9 +79,7 @@ def run_demo(out: Path, per_caption: int = 8, seed: int = 0) -> dict[str, Any]:
     scores = evaluator.score(images, prompts)
     report["student"] = {
         "steps": 1,
-        "alignment": round(scores.alignment, 4),
-        "fd": round(scores.fd, 2),
-        "per_attribute": {k: round(v, 4) for k, v in scores.per_attribute.items()},
+        **score_fields(scores),
         "seconds": round(time.time() - start, 1),
     }
     rows.append(("student 1 step", _grid_columns(images, per_caption)))

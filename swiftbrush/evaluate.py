@@ -59,6 +59,15 @@ def sample_teacher(
     return np.concatenate(out)
 
 
+def score_fields(scores: Any) -> dict[str, Any]:
+    """The report fields of a toy `Scores`, rounded as every report prints them."""
+    return {
+        "alignment": round(scores.alignment, 4),
+        "fd": round(scores.fd, 2),
+        "per_attribute": {k: round(v, 4) for k, v in scores.per_attribute.items()},
+    }
+
+
 def toy_prompts(per_caption: int) -> list[str]:
     """Every caption of the grid, `per_caption` times, grouped by caption."""
     return [c.text for c in all_captions() for _ in range(per_caption)]
@@ -95,8 +104,6 @@ def evaluate_model(
     return {
         **info,
         "images": len(prompts),
-        "alignment": round(scores.alignment, 4),
-        "fd": round(scores.fd, 2),
-        "per_attribute": {k: round(v, 4) for k, v in scores.per_attribute.items()},
+        **score_fields(scores),
         "sampling_seconds": round(seconds, 1),
     }
