@@ -1,7 +1,8 @@
 """`swiftbrush generate`, `bench` and `doctor` (click; torch-free).
 
     swiftbrush generate --model DIR (--prompt TEXT ... | --prompts FILE) [--seed N]
-                        [--backend auto|tensorrt|onnxruntime|torch] [--device D] --out DIR
+                        [--backend auto|tensorrt|onnxruntime|torch] [--device D]
+                        [--height H --width W] --out DIR
     swiftbrush bench    --model DIR [--backend B | --compare b1,b2] [--batch N] [--iters N]
                         [--warmup N] [--json FILE]
     swiftbrush doctor   [--json]
@@ -31,8 +32,11 @@ def _int(value: str, flag: str) -> int:
 @click.option("--seed", default="0", show_default=True, help="Integer seed of the numpy noise (same on every backend).")
 @click.option("--backend", default="auto", show_default=True, help="auto, tensorrt, onnxruntime or torch.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: the backend's best).")
+@click.option("--height", default=None, help="Image height in pixels (default: the export's; other sizes need a --dynamic export).")
+@click.option("--width", default=None, help="Image width in pixels (default: the export's).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory for 0000.png ... and grid.png.")
-def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | None, seed: str, backend: str, device: str | None, out: Path) -> None:
+def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | None, seed: str, backend: str, device: str | None,
+                 height: str | None, width: str | None, out: Path) -> None:  # fmt: skip
     """Make one image per prompt with one UNet call each."""
     from swiftbrush_runtime.commands import generate_to_dir, prepare_out_dir, read_prompts
 
@@ -43,7 +47,8 @@ def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | Non
     if not texts:
         raise InvalidArgumentError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
     prepare_out_dir(out)
-    paths = generate_to_dir(model, texts, out, seed=seed_value, backend=backend, device=device)
+    size = {k: _int(v, f"--{k}") for k, v in (("height", height), ("width", width)) if v is not None}
+    paths = generate_to_dir(model, texts, out, seed=seed_value, backend=backend, device=device, **size)
     click.echo(f"wrote {len(paths) - 1} images and grid.png to {out}")
 
 

@@ -68,6 +68,8 @@ def generate_to_dir(
     seed: int = 0,
     backend: str = "auto",
     device: str | None = None,
+    height: int | None = None,
+    width: int | None = None,
 ) -> list[Path]:
     """Generate one image per prompt into `out`; returns the PNG paths (grid last)."""
     from PIL import Image
@@ -79,7 +81,7 @@ def generate_to_dir(
         raise InvalidArgumentError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
     out = prepare_out_dir(out)
     with Generator.load(model, backend=backend, device=device) as gen:
-        arrays = gen.generate(list(prompts), seed=seed)
+        arrays = gen.generate(list(prompts), seed=seed, height=height, width=width)
     paths = []
     for i, a in enumerate(arrays):
         p = out / f"{i:04d}.png"

@@ -91,6 +91,38 @@ class Generator:
 
     # --- the pipeline ----------------------------------------------------------
 
+    def resolution_range(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """((min height, min width), (max height, max width)) in pixels the graphs take.
+
+        A static export takes only its own size; a dynamic one the range it was exported
+        (or its engines built) for; None for a student directory (torch takes any size).
+        """
+        graphs = self.manifest.get("graphs") or self.manifest.get("engines")
+        if not graphs:
+            return None
+        sample = graphs["unet"]["inputs"]["sample"]
+        f = self.vae_scale_factor
+        return (sample["min"][2] * f, sample["min"][3] * f), (sample["max"][2] * f, sample["max"][3] * f)
+
+    def check_size(self, height: int | None, width: int | None) -> tuple[int, int]:
+        """The (height, width) of a call: the export's own by default; else validated against what the graphs take."""
+        h = self.height if height is None else height
+        w = self.width if width is None else width
+        f = self.vae_scale_factor
+        for name, v in (("height", h), ("width", w)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0 or v % f:
+                raise InvalidArgumentError(f"{name} must be a positive multiple of {f}, got {v!r}")
+        rng = self.resolution_range()
+        if rng is not None:
+            (h0, w0), (h1, w1) = rng
+            if not (h0 <= h <= h1 and w0 <= w <= w1):
+                takes = f"only {h0}x{w0}" if (h0, w0) == (h1, w1) else f"{h0}x{w0} to {h1}x{w1}"
+                raise InvalidArgumentError(
+                    f"{self.path} takes {takes} (height x width), not {h}x{w}; "
+                    f"re-export with --height {h} --width {w}, or --dynamic for a range"
+                )
+        return int(h), int(w)
+
     def noise(self, batch: int, seed: int, height: int | None = None, width: int | None = None) -> np.ndarray:
         h = (height or self.height) // self.vae_scale_factor
         w = (width or self.width) // self.vae_scale_factor
@@ -115,29 +147,36 @@ class Generator:
                 self._cache.popitem(last=False)
             return out
 
-    def generate(self, prompts: Sequence[str] | str, seed: int = 0, output: str = "uint8") -> np.ndarray:
-        """uint8 [B, H, W, 3] images (output="uint8") or float [B, 3, H, W] in [-1, 1] ("float")."""
+    def generate(
+        self, prompts: Sequence[str] | str, seed: int = 0, output: str = "uint8", height: int | None = None, width: int | None = None
+    ) -> np.ndarray:
+        """uint8 [B, H, W, 3] images (output="uint8") or float [B, 3, H, W] in [-1, 1] ("float").
+
+        `height`/`width` default to the export's size; a dynamic export (or a student
+        directory) takes others within its range (`resolution_range()`).
+        """
         prompts = _check_prompts(prompts)
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise InvalidArgumentError(f"seed must be an integer, got {seed!r}")
         if output not in ("uint8", "float"):
             raise InvalidArgumentError(f"output must be 'uint8' or 'float', got {output!r}")
+        height, width = self.check_size(height, width)
         with self._lock:
             t0 = time.perf_counter()
             emb = self.encode(prompts)
             t1 = time.perf_counter()
-            z = self.noise(len(prompts), int(seed))
+            z = self.noise(len(prompts), int(seed), height, width)
             images = self.run_batched(self.backend.run, z, emb)
             self.backend.synchronize()
             t2 = time.perf_counter()
             self.last_timings = {"text_encoder_ms": (t1 - t0) * 1e3, "image_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3}
         return to_uint8(images) if output == "uint8" else images
 
-    def __call__(self, prompts: Sequence[str] | str, seed: int = 0) -> list[Any]:
+    def __call__(self, prompts: Sequence[str] | str, seed: int = 0, height: int | None = None, width: int | None = None) -> list[Any]:
         """PIL images, one per prompt, in order."""
         from PIL import Image
 
-        return [Image.fromarray(a) for a in self.generate(prompts, seed)]
+        return [Image.fromarray(a) for a in self.generate(prompts, seed, height=height, width=width)]
 
     def run_batched(self, fn: Callable[..., np.ndarray], *arrays: np.ndarray) -> np.ndarray:
         """Call fn on chunks of at most max_batch rows, padding to a static batch."""

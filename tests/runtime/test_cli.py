@@ -36,6 +36,10 @@ def test_generate_writes_pngs(onnx_fp32: Path, tmp_path: Path):
     r2 = _invoke("generate", "--model", str(onnx_fp32), "--prompt", "a red circle on a blue background", "--seed", "4", "--out", str(tmp_path / "one"))
     assert r2.exit_code == 0, r2.output
     assert Image.open(tmp_path / "one" / "0000.png").tobytes() == Image.open(tmp_path / "out" / "0000.png").tobytes()
+    # a dynamic export takes another size per call
+    r3 = _invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--height", "32", "--width", "48", "--out", str(tmp_path / "size"))
+    assert r3.exit_code == 0, r3.output
+    assert Image.open(tmp_path / "size" / "0000.png").size == (48, 32)
 
 
 def test_generate_bad_inputs(onnx_fp32: Path, tiny_student: Path, tmp_path: Path):
@@ -48,6 +52,8 @@ def test_generate_bad_inputs(onnx_fp32: Path, tiny_student: Path, tmp_path: Path
     binary.write_bytes(b"\x89PNG\x00\x01\xff")
     assert "not a text file" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompts", str(binary), "--out", out))
     assert "no prompts" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--out", out))
+    assert "--height must be an integer" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--height", "big", "--out", out))
+    assert "multiple of 8" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--width", "60", "--out", out))
     assert "no manifest.json" in _one_line_exit_2(_invoke("generate", "--model", str(tmp_path), "--prompt", "x", "--out", out))
     assert "--backend" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--backend", "tpu", "--out", out))
     afile = tmp_path / "afile"

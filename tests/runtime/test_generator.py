@@ -119,3 +119,19 @@ def test_cuda_requested_without_cuda_provider(onnx_fp32: Path):
         choose_providers(["CPUExecutionProvider"], "cuda", None)
     with pytest.raises(BackendUnavailableError, match="not available"):
         choose_providers(["CPUExecutionProvider"], None, ["TensorrtExecutionProvider"])
+
+
+def test_per_call_size_on_dynamic_export(ort_gen: Generator, tiny_student: Path, onnx_fp16: Path):
+    """A dynamic export takes any size in its range per call, same image as torch; a static one refuses others."""
+    assert ort_gen.resolution_range() == ((32, 32), (128, 128))
+    a = ort_gen.generate(PROMPTS[:2], seed=3, height=96, width=48)
+    assert a.shape == (2, 96, 48, 3)
+    ref = Generator.load(tiny_student, backend="torch", device="cpu").generate(PROMPTS[:2], seed=3, height=96, width=48)
+    assert np.abs(a.astype(int) - ref.astype(int)).max() <= 1
+    with pytest.raises(InvalidArgumentError, match="32x32 to 128x128"):
+        ort_gen.generate(PROMPTS[:1], height=136, width=64)
+    with pytest.raises(InvalidArgumentError, match="multiple of 8"):
+        ort_gen.generate(PROMPTS[:1], height=60)
+    static = Generator.load(onnx_fp16)
+    with pytest.raises(InvalidArgumentError, match="only 64x64.*--dynamic"):
+        static.generate(PROMPTS[:1], height=32, width=32)
