@@ -1,7 +1,7 @@
 """`swiftbrush export onnx` and `swiftbrush export engine` (click; no heavy imports here).
 
     swiftbrush export onnx   --student DIR --out DIR [--dtype fp32|fp16] [--height H] [--width W]
-                             [--batch B] [--dynamic] [--opset 17] [--decoder vae|taesd] [--taesd DIR]
+                             [--batch B] [--dynamic] [--opset 17] [--decoder vae|taesd] [--taesd DIR|toy]
                              [--fp32-layers auto|none|PREFIXES]
     swiftbrush export engine --onnx DIR --out DIR [--static|--dynamic] [--batch B]
                              [--timing-cache FILE] [--workspace-gb 4]
@@ -29,9 +29,10 @@ def export_group() -> None:
 @click.option("--dynamic", is_flag=True, help="Dynamic batch (1..--batch) and resolution (half to double).")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset: 16 for TensorRT 8.5 (JetPack 5), 17 for 8.6, 19 for TensorRT 10; up to 21.")
 @click.option("--decoder", default="vae", show_default=True, help="vae, or taesd: also export a tiny autoencoder decoder and use it.")
-@click.option("--taesd", type=click.Path(path_type=Path), default=None, help="AutoencoderTiny folder for --decoder taesd (default: STUDENT/taesd).")
+@click.option("--taesd", type=click.Path(path_type=Path), default=None,
+              help="AutoencoderTiny folder for --decoder taesd, or 'toy' for the one trained for the toy teacher (default: STUDENT/taesd).")
 @click.option("--fp32-layers", default="auto", show_default=True,
-              help="fp16 only: UNet layers kept fp32. auto (the noise-carrying path: within 2/255 of fp32), none (fastest), or node-name prefixes.")
+              help="fp16 only: layers kept fp32. auto (the text encoder and the UNet's noise-carrying path: within 2/255 of fp32), unet (only the UNet's path: half the text encoder's memory), none (fastest), or UNet node-name prefixes.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 def export_onnx_cmd(
     student: Path, out: Path, dtype: str, height: int | None, width: int | None, batch: int, dynamic: bool, opset: int,

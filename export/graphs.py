@@ -156,7 +156,15 @@ def to_fp16(model: Any, keep_fp32_nodes: Iterable[str] = (), fp32_ops: Iterable[
     """
     from onnxconverter_common.float16 import convert_float_to_float16
 
-    fp32_ops, keep = tuple(fp32_ops), tuple(keep_fp32_nodes)
+    import onnx
+
+    fp32_ops = tuple(fp32_ops)
+    # The converter retypes a Cast's output to fp16 but leaves its `to=FLOAT`, which makes
+    # the graph invalid; keeping such Casts fp32 lets it put a Cast to fp16 after them.
+    # (Unslimmed graphs have them, e.g. the UNet's timestep path when onnxslim cannot
+    # fold a graph over 2 GB.)
+    casts_to_fp32 = [n.name for n in model.graph.node if n.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)]
+    keep = tuple(keep_fp32_nodes) + tuple(casts_to_fp32)
     _unshare_initializers(model, set(fp32_ops), set(keep))
     # Drop stale shape annotations (onnxslim's): the converter re-infers them, and a
     # stale fp32 entry beside its new fp16 one makes the graph invalid.

@@ -2,7 +2,7 @@
 
     swiftbrush export onnx --student out/student --out out/onnx [--dtype fp16]
                            [--height 64] [--width 64] [--batch 1] [--dynamic] [--opset 17]
-                           [--decoder vae|taesd] [--taesd DIR]
+                           [--decoder vae|taesd] [--taesd DIR|toy]
 
 Writes `text_encoder/model.onnx`, `unet/model.onnx`, `vae_decoder/model.onnx`,
 `tokenizer/` (with tokenizer.json), `scheduler/`, `model_index.json` and each
@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 DTYPES = ("fp32", "fp16")
 DECODERS = ("vae", "taesd")
 DEFAULT_OPSET = 17
+TOY_TAESD = "toy"  # --taesd toy: the toy world's AutoencoderTiny, shipped in swiftbrush/toy/assets/taesd
 
 
 def export_onnx(
@@ -68,7 +69,8 @@ def export_onnx(
     """Export a student; returns the written manifest. Arguments are checked first.
 
     `decoder="taesd"` also exports a tiny autoencoder decoder (diffusers
-    AutoencoderTiny from `taesd`, default `<student>/taesd`) as `taesd_decoder/`,
+    AutoencoderTiny from `taesd`, default `<student>/taesd`; "toy" is the one
+    trained for the toy teacher's VAE) as `taesd_decoder/`,
     which the runtime then uses; `vae_decoder/` is always written (optimum's
     pipeline needs it). `fp32_layers` picks which UNet layers stay fp32 in fp16
     graphs (specs.FP32_POLICIES; "auto" keeps the noise-carrying path exact enough
@@ -85,10 +87,11 @@ def export_onnx(
     one = info.onestep
     taesd_dir = None
     if decoder == "taesd":
-        taesd_dir = Path(taesd) if taesd else info.path / "taesd"
+        taesd_dir = resolve_taesd(taesd, info.path)
         if not (taesd_dir / "config.json").is_file() or not any(taesd_dir.glob("*.safetensors")):
             raise InvalidArgumentError(
-                f"--decoder taesd needs a diffusers AutoencoderTiny folder (config.json + safetensors) at {taesd_dir}; pass it with --taesd DIR"
+                f"--decoder taesd needs a diffusers AutoencoderTiny folder (config.json + safetensors) at {taesd_dir}; "
+                f"pass it with --taesd DIR (or --taesd {TOY_TAESD} for the toy world's)"
             )
     shapes = check_shapes(
         batch, one.resolution if height is None else height, one.resolution if width is None else width, dynamic, one.vae_scale_factor
@@ -100,7 +103,7 @@ def export_onnx(
     loaded = load_student(info.path, verify=False)
     text_width = int(loaded.pipeline.text_encoder.config.hidden_size)
     specs = [
-        text_encoder_spec(shapes),
+        text_encoder_spec(shapes, keep_fp32=fp32_layers == "auto"),
         unet_spec(shapes, one.latent_channels, text_width, fp32_nodes),
         decoder_spec(shapes, one.latent_channels),
     ]
@@ -126,7 +129,7 @@ def export_onnx(
             dtype=dtype,
             opset=opset,
             decoder=decoder,
-            fp32_layers=list(fp32_nodes) if dtype == "fp16" else [],
+            fp32_layers=(list(fp32_nodes) + [f"{s.name}/*" for s in specs if s.fp32_graph]) if dtype == "fp16" else [],
             batch={"min": shapes.batch_range()[0], "opt": shapes.batch_range()[1], "max": shapes.batch_range()[2]},
             height=shapes.height,
             width=shapes.width,
@@ -142,6 +145,17 @@ def export_onnx(
         )
     logger.info("exported %s (%s) in %.1f s", out, dtype, time.perf_counter() - started)
     return manifest
+
+
+def resolve_taesd(taesd: Path | str | None, student: Path) -> Path:
+    """The AutoencoderTiny folder for --decoder taesd: --taesd, "toy" (the packaged toy one), or <student>/taesd."""
+    if not taesd:
+        return student / "taesd"
+    if str(taesd) == TOY_TAESD:
+        from swiftbrush.toy.train_taesd import TAESD_DIR
+
+        return TAESD_DIR
+    return Path(taesd)
 
 
 @contextlib.contextmanager
@@ -272,7 +286,7 @@ def _finish_graph(root: Path, spec: GraphSpec, dtype: str, optimize: bool) -> di
     optimized = False
     if optimize:
         model, optimized = graphs.optimize(model)
-    if dtype == "fp16":
+    if dtype == "fp16" and not spec.fp32_graph:
         keep = [n.name for n in model.graph.node if any(n.name.startswith(p) for p in spec.fp32_nodes)]
         model = graphs.to_fp16(model, keep_fp32_nodes=keep)
         model = graphs.collapse_cast_round_trips(graphs.fp32_outputs(model))

@@ -71,6 +71,7 @@ class GraphSpec:
     dynamic_axes: dict[str, dict[int, str]]  # torch.onnx.export's dynamic_axes (empty when static)
     profile: dict[str, Profile]
     fp32_nodes: tuple[str, ...] = field(default=())  # node-name prefixes kept fp32 in fp16 graphs
+    fp32_graph: bool = False  # the whole graph stays fp32 in fp16 exports
     # Inputs declared but unused, so optimum's ORT pipeline classes accept the graph
     # (its ORTUnet requires a `timestep` input); `export engine` strips them.
     unused_inputs: dict[str, str] = field(default_factory=dict)
@@ -94,7 +95,8 @@ def _dyn(shapes: Shapes, axes: dict[str, dict[int, str]]) -> dict[str, dict[int,
     return axes if shapes.dynamic else {}
 
 
-def text_encoder_spec(shapes: Shapes) -> GraphSpec:
+def text_encoder_spec(shapes: Shapes, keep_fp32: bool = False) -> GraphSpec:
+    """`keep_fp32`: the text encoder stays fp32 in fp16 exports (policy "auto", see FP32_POLICIES)."""
     b = shapes.batch_range()
     return GraphSpec(
         name="text_encoder",
@@ -102,6 +104,7 @@ def text_encoder_spec(shapes: Shapes) -> GraphSpec:
         outputs=("last_hidden_state", "pooler_output"),
         dynamic_axes=_dyn(shapes, {"input_ids": {0: "batch_size"}, "last_hidden_state": {0: "batch_size"}, "pooler_output": {0: "batch_size"}}),
         profile={"input_ids": _triple([(n, TEXT_LEN) for n in b])},
+        fp32_graph=keep_fp32,
     )
 
 
@@ -112,22 +115,28 @@ def text_encoder_spec(shapes: Shapes) -> GraphSpec:
 # full-resolution up block, the output head) then shows in the image: measured on the
 # toy teacher (1,000 steps) at batch 6, image max error 4.0/255 with only norms/softmax
 # fp32 ("none"), 0.8/255 with "auto", which costs the last up block's fp16 speed.
-FP32_POLICIES = ("auto", "none")
+# "auto" also keeps the text encoder fp32: on a distilled toy student its fp16 rounding
+# alone moved the image by 1.26/255 (UNet 1.17, decoder 0.41; 2.60/255 together, over
+# the 2/255 bar). It runs once per new prompt (the runtime caches embeddings), so fp32
+# there costs little in time, but at SD 2.1 size it is 1.36 GB of weights instead of
+# 0.68 GB (benchmarks/RESULTS.md): "unet" keeps only the UNet's path fp32 for
+# memory-bound boards (Orin Nano), and "none" converts everything.
+FP32_POLICIES = ("auto", "unet", "none")
 
 
 def unet_fp32_nodes(policy: str, n_up_blocks: int) -> tuple[str, ...]:
-    """Node-name prefixes kept fp32: the x0 tail always; "auto" adds the z-carrying path.
+    """Node-name prefixes kept fp32: the x0 tail always; "auto" and "unet" add the z-carrying path.
 
     Any other value is a comma-separated list of extra prefixes (e.g. "/unet/up_blocks.3/").
     """
     tail = ("/x0/",)
     if policy == "none":
         return tail
-    if policy == "auto":
+    if policy in ("auto", "unet"):
         return tail + ("/unet/conv_in", f"/unet/up_blocks.{n_up_blocks - 1}/", "/unet/conv_norm_out", "/unet/conv_act", "/unet/conv_out")
     extra = tuple(p.strip() for p in policy.split(",") if p.strip())
     if not extra or not all(p.startswith("/") for p in extra):
-        raise InvalidArgumentError(f"--fp32-layers must be auto, none or comma-separated node-name prefixes starting with '/', got {policy!r}")
+        raise InvalidArgumentError(f"--fp32-layers must be auto, unet, none or comma-separated node-name prefixes starting with '/', got {policy!r}")
     return tail + extra
 
 

@@ -87,3 +87,22 @@ def test_unused_input_is_declared_and_stripped():
     assert [i.name for i in model.graph.input] == ["x", "timestep"]
     assert graphs.strip_unused_inputs(model) == ["timestep"]
     assert [i.name for i in model.graph.input] == ["x"]
+
+
+def test_fp16_keeps_casts_to_float_valid():
+    """A Cast to FLOAT (the UNet's timestep path when onnxslim cannot fold a >2 GB graph) stays valid in fp16."""
+    import onnxruntime as ort
+
+    w = numpy_helper.from_array(np.array([0.5, 2.0], dtype=np.float32), "w")
+    nodes = [
+        helper.make_node("Cast", ["t"], ["tf"], to=TensorProto.FLOAT, name="/unet/time_proj/Cast"),
+        helper.make_node("Mul", ["tf", "w"], ["m"], name="/unet/mul"),
+        helper.make_node("Sin", ["m"], ["y"], name="/unet/sin"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("t", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [w])
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    session = ort.InferenceSession(graphs.to_fp16(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    t = np.array([999, 3], dtype=np.int64)
+    (y,) = session.run(None, {"t": t})
+    np.testing.assert_allclose(y, np.sin(t * np.array([0.5, 2.0])), atol=2e-3)

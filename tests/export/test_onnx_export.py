@@ -91,6 +91,21 @@ def test_fp16_graph_keeps_precision_sensitive_ops_fp32(onnx_fp16: Path):
         assert v.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64), v.name
     x0 = [n for n in model.graph.node if n.name.startswith("/x0/") and n.op_type in ("Sub", "Mul")]
     assert x0 and all(types.get(n.output[0], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for n in x0)
+    # "auto" keeps the text encoder fp32 (its fp16 rounding alone moved a toy image by 1.26/255)
+    assert "text_encoder/*" in m["fp32_layers"]
+    text = onnx.load(str(onnx_fp16 / "text_encoder/model.onnx"))
+    assert not any(t.data_type == onnx.TensorProto.FLOAT16 for t in text.graph.initializer)
+
+
+def test_fp16_unet_policy_converts_the_text_encoder(tiny_student: Path, tmp_path: Path):
+    import onnx
+
+    from swiftbrush_export.onnx_export import export_onnx
+
+    m = export_onnx(tiny_student, tmp_path / "unet", dtype="fp16", fp32_layers="unet")
+    assert "text_encoder/*" not in m["fp32_layers"] and "/unet/conv_in" in m["fp32_layers"]
+    text = onnx.load(str(tmp_path / "unet" / "text_encoder/model.onnx"))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in text.graph.initializer)
 
 
 def test_optimum_pipeline_loads(onnx_fp16: Path):
