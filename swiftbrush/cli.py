@@ -76,6 +76,7 @@ def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: 
 @click.option("--lora-rank", type=int, default=None)
 @click.option("--student-lr", type=float, default=None)
 @click.option("--lora-lr", type=float, default=None)
+@click.option("--lora-updates", type=int, default=None, help="LoRA-teacher updates per student update (paper: 1).")
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default=None)
 @click.option("--gradient-checkpointing", is_flag=True, default=None, help="Trade compute for memory in both UNets.")
 @click.option("--sds", is_flag=True, default=None, help="Ablation: SDS (no LoRA teacher) instead of VSD.")

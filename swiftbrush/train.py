@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -176,9 +177,10 @@ class VSDTrainer:
         self.student.train()
         x0, logs, ok = self.student_step(cond, gen)
         if not self.config.sds:
-            lora_logs, lora_ok = self.lora_step(x0, cond, gen)
-            logs.update(lora_logs)
-            ok = ok and lora_ok
+            for _ in range(self.config.lora_updates):  # the LoRA teacher must keep up with the student
+                lora_logs, lora_ok = self.lora_step(x0, cond, gen)
+                logs.update(lora_logs)
+                ok = ok and lora_ok
         return logs, ok
 
 
@@ -397,7 +399,9 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     # 9. The loop.
     nan_run = 0
     started = time.time()
-    bar = tqdm(total=config.max_steps, initial=start_step, disable=not main, desc="distill", dynamic_ncols=True)
+    # Redrawn in place on a terminal; in a log file (make demo > log) one line every 30 s, not per step.
+    bar = tqdm(total=config.max_steps, initial=start_step, disable=not main, desc="distill", dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 30.0)
     for step in range(start_step, config.max_steps):
         cond = embeddings.get(order.indices(step)).to(accelerator.device)
         logs, ok = trainer.train_step(cond, step_generator(config.seed, step, accelerator.process_index))
@@ -413,8 +417,9 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
                     "--mixed-precision bf16 over fp16, or check the teacher weights"
                 )
         done = step + 1
+        # postfix first and without its own refresh, so the bar redraws only as often as mininterval allows
+        bar.set_postfix({**{k: f"{v:.4g}" for k, v in logs.items() if k != "grad_abs"}, **({"skipped": nan_total} if nan_total else {})}, refresh=False)
         bar.update(1)
-        bar.set_postfix({**{k: f"{v:.4g}" for k, v in logs.items() if k != "grad_abs"}, **({"skipped": nan_total} if nan_total else {})})
         if done % config.log_every == 0 or done == config.max_steps:
             log.write({"step": done, **{k: round(v, 6) for k, v in logs.items()}, "skipped": nan_total, "ok": ok,
                        "seconds": round(time.time() - started, 2)})  # fmt: skip

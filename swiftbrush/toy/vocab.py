@@ -86,9 +86,9 @@ def write_tokenizer(out_dir: Path) -> None:
     (out_dir / "merges.txt").write_text(
         "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
     )
-    slow = CLIPTokenizer(
-        out_dir / "vocab.json",
-        out_dir / "merges.txt",
+    slow = CLIPTokenizer(  # str paths: transformers 5 refuses Path objects here
+        str(out_dir / "vocab.json"),
+        str(out_dir / "merges.txt"),
         bos_token=BOS,
         eos_token=EOS,
         unk_token=EOS,

@@ -51,6 +51,7 @@ def test_overrides_apply_and_none_keeps_the_preset():
         ("lora_lr", 2.0, "--lora-lr"),
         ("batch_size", 0, "--batch-size"),
         ("max_steps", 0, "--max-steps"),
+        ("lora_updates", 0, "--lora-updates"),
         ("mixed_precision", "fp8", "--mixed-precision"),
         ("checkpoint_every", 0, "--checkpoint-every"),
         ("t_min", 990, "t_min"),

@@ -247,3 +247,15 @@ def test_distill_the_toy_teacher_for_two_steps(tmp_path):
     assert result.exit_code == 0, result.output
     onestep = json.loads((tmp_path / "toy" / "student" / "onestep.json").read_text())
     assert onestep["teacher"] == "toy"
+
+
+def test_several_lora_updates_per_student_update(tiny_teacher, tmp_path):
+    """--lora-updates N: the LoRA teacher's optimiser steps N times per training step."""
+    import torch
+
+    out = tmp_path / "ttur"
+    assert distill(tiny_teacher, out, "--max-steps", "2", "--checkpoint-every", "2", "--lora-updates", "3").exit_code == 0
+    ckpt = out / "checkpoints" / "checkpoint-2"
+    student_opt, lora_opt = (torch.load(ckpt / f, weights_only=True) for f in ("optimizer.bin", "optimizer_1.bin"))
+    assert {int(s["step"]) for s in student_opt["state"].values()} == {2}
+    assert {int(s["step"]) for s in lora_opt["state"].values()} == {6}
