@@ -5,7 +5,7 @@
 
 fp32 on CPU; fp16 on CUDA with SDPA attention (diffusers' default processor),
 channels-last memory format, the UNet + decoder captured as one CUDA graph per
-input shape (replayed after the first call), and optional torch.compile. The eps -> x0 -> latent
+input shape (replayed after the first call), and optional torch.compile (default mode). The eps -> x0 -> latent
 math is the exported graph's, in fp32.
 """
 
@@ -49,7 +49,7 @@ class TorchBackend(Backend):
         self.timestep = one.timestep
         common = dict(use_safetensors=True)
         try:
-            self.text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=self.dtype, **common)
+            self.text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **{_transformers_dtype_kwarg(): self.dtype}, **common)
             self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=self.dtype, **common)
             self.decoder = decoder or "vae"
             if self.decoder == "taesd":  # decodes the scaled latent x0: undo the KL VAE's 1/scaling_factor
@@ -72,9 +72,9 @@ class TorchBackend(Backend):
             self.vae.to(memory_format=torch.channels_last)
         self.use_graph = cuda_graph and device.startswith("cuda")
         self._graphs: dict[tuple, tuple] = {}  # (noise shape, emb shape) -> (graph, static inputs, static output)
-        if compile:
-            self.unet = torch.compile(self.unet, mode="max-autotune-no-cudagraphs")
-            self.vae.decode = torch.compile(self.vae.decode, mode="max-autotune-no-cudagraphs")
+        if compile:  # default mode: the autotuning modes do not finish compiling in a short GPU slot
+            self.unet = torch.compile(self.unet)
+            self.vae.decode = torch.compile(self.vae.decode)
 
     def _t(self, a: np.ndarray, dtype: Any = None) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device, dtype or self.dtype)
@@ -142,3 +142,11 @@ class TorchBackend(Backend):
 
     def close(self) -> None:
         self.text_encoder = self.unet = self.vae = None
+
+
+def _transformers_dtype_kwarg() -> str:
+    """transformers 4.56 renamed from_pretrained's `torch_dtype` to `dtype` and warns on the old name."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
