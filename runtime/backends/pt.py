@@ -2,11 +2,15 @@
 
     swiftbrush generate --model out/student --backend torch --prompt "..." --out out/img
     Generator.load("out/student", backend="torch", device="cuda", compile=False, cuda_graph=True)
+    # compile: True (inductor) or a torch.compile backend name
 
-fp32 on CPU; fp16 on CUDA with SDPA attention (diffusers' default processor),
-channels-last memory format, the UNet + decoder captured as one CUDA graph per
-input shape (replayed after the first call), and optional torch.compile (default mode). The eps -> x0 -> latent
-math is the exported graph's, in fp32.
+fp32 on CPU. On CUDA: fp16, SDPA attention (diffusers' default processor) with the
+q/k/v projections fused into one matmul (`fuse_qkv`), channels-last memory format for
+the UNet and the tiny decoder (not the KL VAE decoder: slower there), the text encoder
+and the UNet + decoder each captured as a CUDA graph per input shape (replayed after
+the first call), the VAE's encoder dropped, and optional torch.compile (default mode).
+The eps -> x0 -> latent math is the exported graph's, in fp32. benchmarks/gpu_bench.py
+(case "levers") measures each lever on its own; RESULTS.md has the figures.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(
-        self, path: Path, manifest: dict[str, Any], device: str | None = None, compile: bool = False, decoder: str | None = None,
-        cuda_graph: bool = True, **_: Any,
+        self, path: Path, manifest: dict[str, Any], device: str | None = None, compile: bool | str = False, decoder: str | None = None,
+        cuda_graph: bool = True, fuse_qkv: bool = True, **_: Any,
     ) -> None:
         try:
             import torch
@@ -65,24 +69,50 @@ class TorchBackend(Backend):
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InvalidModelError(f"student weights in {path} do not load ({first})") from None
+        if isinstance(self.vae, AutoencoderKL):  # one step only decodes: the encoder is dead weight (34M params)
+            self.vae.encoder = self.vae.quant_conv = None
         for m in (self.text_encoder, self.unet, self.vae):
             m.to(device).eval().requires_grad_(False)
         if device.startswith("cuda"):
+            # Measured on an H100 (RESULTS.md, levers): channels-last speeds up the UNet and the
+            # tiny decoder but slows the KL VAE decoder (cuDNN's NCHW kernels win at 512x512).
             self.unet.to(memory_format=torch.channels_last)
-            self.vae.to(memory_format=torch.channels_last)
+            if self.decoder == "taesd":
+                self.vae.to(memory_format=torch.channels_last)
+            if fuse_qkv:  # one [3C, C] matmul instead of three (k/v only for cross-attention)
+                self.unet.fuse_qkv_projections()
+                if isinstance(self.vae, AutoencoderKL):
+                    self.vae.fuse_qkv_projections()
         self.use_graph = cuda_graph and device.startswith("cuda")
         self._graphs: dict[tuple, tuple] = {}  # (noise shape, emb shape) -> (graph, static inputs, static output)
-        if compile:  # default mode: the autotuning modes do not finish compiling in a short GPU slot
-            self.unet = torch.compile(self.unet)
-            self.vae.decode = torch.compile(self.vae.decode)
+        self._text_graphs: dict[tuple, tuple | None] = {}  # ids shape -> (graph, static ids, static output); None: not capturable
+        self.compile = (compile if isinstance(compile, str) else "inductor") if compile else None
+        if compile:  # default mode (the autotuning modes do not finish compiling in a short GPU slot), static shapes
+            backend = compile if isinstance(compile, str) else "inductor"
+            self.unet = torch.compile(self.unet, backend=backend, dynamic=False)
+            self.vae.decode = torch.compile(self.vae.decode, backend=backend, dynamic=False)
 
     def _t(self, a: np.ndarray, dtype: Any = None) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device, dtype or self.dtype)
 
     def encode(self, ids: np.ndarray) -> np.ndarray:
+        """Token ids -> embeddings; on CUDA a graph per ids shape (23 small layers: launch-bound eagerly)."""
         with self.torch.inference_mode():
             ids_t = self.torch.from_numpy(ids.astype(np.int64)).to(self.device)
-            return self.text_encoder(ids_t)[0].float().cpu().numpy()
+            if not self.use_graph:
+                return self.text_encoder(ids_t)[0].float().cpu().numpy()
+            key = tuple(ids_t.shape)
+            if key not in self._text_graphs:
+                try:
+                    self._text_graphs[key] = _capture(self.torch, lambda ids: self.text_encoder(ids)[0], ids_t)
+                except RuntimeError:  # a text encoder that syncs with the host cannot be captured: run it eagerly
+                    self._text_graphs[key] = None
+            if self._text_graphs[key] is None:
+                return self.text_encoder(ids_t)[0].float().cpu().numpy()
+            graph, (ids_in,), out = self._text_graphs[key]
+            ids_in.copy_(ids_t)
+            graph.replay()
+            return out.float().cpu().numpy()
 
     def _latent(self, noise: Any, emb: Any) -> Any:
         t = self.torch.full((noise.shape[0],), self.timestep, dtype=self.torch.int64, device=self.device)
@@ -108,40 +138,45 @@ class TorchBackend(Backend):
                 return self._pipeline(z, emb).float().cpu().numpy()
             key = (tuple(z.shape), tuple(emb.shape))
             if key not in self._graphs:
-                self._graphs[key] = self._capture(z, emb)
+                self._graphs[key] = _capture(self.torch, self._pipeline, z, emb)
             graph, (z_in, emb_in), out = self._graphs[key]
             z_in.copy_(z)
             emb_in.copy_(emb)
             graph.replay()
             return out.float().cpu().numpy()
 
-    def _capture(self, z: Any, emb: Any) -> tuple:
-        """UNet + decoder as one CUDA graph per input shape (warm-up on a side stream first)."""
-        torch = self.torch
-        z_in, emb_in = z.clone(), emb.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._pipeline(z_in, emb_in)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = self._pipeline(z_in, emb_in)
-        return graph, (z_in, emb_in), out
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):
             self.torch.cuda.synchronize()
 
     def info(self) -> dict[str, Any]:
-        out = {"backend": self.name, "device": self.device, "decoder": self.decoder, "dtype": str(self.dtype).replace("torch.", ""), "torch": self.torch.__version__}
+        out = {"backend": self.name, "device": self.device, "decoder": self.decoder, "dtype": str(self.dtype).replace("torch.", ""), "torch": self.torch.__version__,
+               "compile": self.compile, "cuda_graph": self.use_graph}
         if self.device.startswith("cuda"):
             out["gpu"] = self.torch.cuda.get_device_name(self.device)
         return out
 
     def close(self) -> None:
         self.text_encoder = self.unet = self.vae = None
+
+
+def _capture(torch: Any, fn: Any, *inputs: Any) -> tuple:
+    """fn over static copies of `inputs` as one CUDA graph: (graph, static inputs, static output).
+
+    Warm-up runs on a side stream first, as torch.cuda.graphs asks (and compiles, if fn is compiled).
+    """
+    static = tuple(x.clone() for x in inputs)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn(*static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn(*static)
+    return graph, static, out
 
 
 def _transformers_dtype_kwarg() -> str:

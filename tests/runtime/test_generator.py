@@ -43,6 +43,17 @@ def test_matches_torch_backend(ort_gen: Generator, tiny_student: Path):
     a = ort_gen.generate(PROMPTS, seed=3, output="float")
     b = torch_gen.generate(PROMPTS, seed=3, output="float")
     assert np.abs(a - b).max() < 1e-4
+    assert torch_gen.backend.vae.encoder is None  # one step only decodes: the KL encoder is not kept
+
+
+def test_torch_compile_option(tiny_student: Path):
+    """compile= reaches torch.compile (dynamo's "eager" backend here: inductor's C++ build is minutes on 2 cores)."""
+    plain = Generator.load(tiny_student, backend="torch", device="cpu")
+    compiled = Generator.load(tiny_student, backend="torch", device="cpu", compile="eager")
+    assert plain.info()["compile"] is None and compiled.info()["compile"] == "eager"
+    a = plain.generate(PROMPTS, seed=5, output="float")
+    b = compiled.generate(PROMPTS, seed=5, output="float")
+    assert np.abs(a - b).max() < 1e-5
 
 
 def test_threads_share_one_generator(ort_gen: Generator):
