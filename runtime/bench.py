@@ -90,11 +90,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def bench_backend(model: Path, backend: str, batch: int, iters: int, warmup: int, device: str | None = None) -> dict[str, Any]:
+def bench_backend(
+    model: Path, backend: str, batch: int, iters: int, warmup: int, device: str | None = None, compile: bool = False
+) -> dict[str, Any]:
     from swiftbrush_runtime.generator import Generator
 
     path = model_dir_for(backend, model)
-    gen = Generator.load(path, backend=backend, device=device, cache_size=0)
+    options = {"compile": True} if compile and backend == "torch" else {}  # the other backends have nothing to compile
+    gen = Generator.load(path, backend=backend, device=device, cache_size=0, **options)
     try:
         b = gen.backend
         fix = "rebuild the engines with --batch" if backend == "tensorrt" else "re-export with --batch"
@@ -149,8 +152,12 @@ def run_bench(
     iters: int = 20,
     warmup: int = 3,
     device: str | None = None,
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """Benchmark one or several backends on the same model; returns the JSON report."""
+    """Benchmark one or several backends on the same model; returns the JSON report.
+
+    `compile` runs the torch backend through torch.compile (first call pays the compile; warm-up excludes it).
+    """
     model = Path(model)
     if batch < 1:
         raise InvalidArgumentError(f"--batch must be at least 1, got {batch}")
@@ -164,7 +171,9 @@ def run_bench(
         if name not in _backends.BACKENDS:
             raise InvalidArgumentError(f"unknown backend {name!r}; choose from {', '.join(_backends.BACKENDS)}")
         names.append(name)
-    results = [bench_backend(model, name, batch, iters, warmup, device) for name in names]
+    if compile and "torch" not in names:
+        raise InvalidArgumentError("--compile applies to the torch backend only: add --backend torch (or torch to --compare)")
+    results = [bench_backend(model, name, batch, iters, warmup, device, compile=compile) for name in names]
     return {"results": results}
 
 

@@ -4,7 +4,7 @@
                         [--backend auto|tensorrt|onnxruntime|torch] [--device D]
                         [--height H --width W] --out DIR
     swiftbrush bench    --model DIR [--backend B | --compare b1,b2] [--batch N] [--iters N]
-                        [--warmup N] [--json FILE]
+                        [--warmup N] [--compile] [--json FILE]
     swiftbrush doctor   [--json]
 """
 
@@ -60,13 +60,17 @@ def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | Non
 @click.option("--iters", default="20", show_default=True)
 @click.option("--warmup", default="3", show_default=True)
 @click.option("--device", default=None, help="cpu, cuda or cuda:N.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch backend: torch.compile (default mode) under its CUDA graph; about a minute to compile at SD size on an H100.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the report here.")
-def bench_cmd(model: Path, backend: str, compare: str | None, batch: str, iters: str, warmup: str, device: str | None, json_path: Path | None) -> None:
+def bench_cmd(model: Path, backend: str, compare: str | None, batch: str, iters: str, warmup: str, device: str | None, compile_: bool,
+              json_path: Path | None) -> None:  # fmt: skip
     """ms per image (p50/p90), end to end and per component; warm-up excluded."""
     from swiftbrush_runtime.bench import format_table, run_bench
 
     names = [b.strip() for b in compare.split(",") if b.strip()] if compare else [backend]
-    report = run_bench(model, names, batch=_int(batch, "--batch"), iters=_int(iters, "--iters"), warmup=_int(warmup, "--warmup"), device=device)
+    report = run_bench(model, names, batch=_int(batch, "--batch"), iters=_int(iters, "--iters"), warmup=_int(warmup, "--warmup"), device=device,
+                        compile=compile_)  # fmt: skip
     click.echo(format_table(report))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -93,6 +93,11 @@ def test_doctor():
     assert set(report["backends"]) == {"onnxruntime", "tensorrt", "torch"}
 
 
+def test_bench_compile_needs_the_torch_backend(onnx_fp32: Path):
+    line = _one_line_exit_2(_invoke("bench", "--model", str(onnx_fp32), "--compile", "--iters", "1"))
+    assert "--compile applies to the torch backend only" in line
+
+
 def test_bench_batch_above_maximum(onnx_fp16: Path):
     line = _one_line_exit_2(_invoke("bench", "--model", str(onnx_fp16), "--batch", "4", "--iters", "1"))
     assert "--batch 4 is above the largest batch" in line and "re-export with --batch 4" in line
