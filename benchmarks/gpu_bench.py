@@ -4,10 +4,11 @@
     python benchmarks/gpu_bench.py --out out/gpu_bench               # GPU: every case, both decoders, batch 1 and 4
     python benchmarks/gpu_bench.py --out out/gpu_bench --cases eager,runtime_torch --decoders taesd --batches 1
     python benchmarks/gpu_bench.py --out out/gpu_bench --train       # + distillation step it/s (batch 16, bf16)
+    python benchmarks/gpu_bench.py --out out/gpu_bench --compile-batches 1,4   # compiled cases at batch 4 too
 
 On a lent GPU machine (PyTorch, transformers 5, accelerate and peft there; no diffusers, no
 network), carry diffusers as a wheel in the git-ignored .whl/ and install this repo without
-its dependencies; compile_graph runs last and every row is saved as it finishes:
+its dependencies; the compiled cases run last and every row is saved as it finishes:
 
     pip download diffusers==0.39.0 --no-deps -d .whl/          # here, once
     # there, with carry [".whl"]:
@@ -23,11 +24,16 @@ config, TAESD's architecture). They are written once as a student directory thro
 `swiftbrush.student.write_student` (weights stored fp16, so fp32 and fp16 runs share
 them exactly), 512x512 images from 64x64x4 latents, one UNet call at t=999.
 
-Cases, each for every --decoders and --batches:
+Cases, each for every --decoders and --batches (compiled ones for --compile-batches):
   eager          diffusers-style fp16 modules: text encoder -> UNet -> eps->x0 -> decode
+  levers         the eager modules with a CUDA graph, then the torch backend's levers added one
+                 at a time (channels-last for the UNet and tiny decoder, fused q/k/v), batch 1:
+                 each lever's own effect, no compile time
   compile_graph  torch.compile (default mode, static shapes) on UNet and decoder, each stage
-                 and the whole pipeline captured as a CUDA graph; first call = compile time
-  runtime_torch  swiftbrush_runtime.Generator, torch backend (its CUDA graph), numpy in/out
+                 and the whole pipeline captured as a CUDA graph; first call = compile time.
+                 Plain NCHW, cuDNN autotuner off: the anchor of ../shared/REFERENCE.md
+  runtime_torch  swiftbrush_runtime.Generator, torch backend (levers + its CUDA graph), numpy in/out
+  runtime_torch_compile  the same with torch.compile (default mode): the runtime's fastest torch path
   runtime_ort    the same Generator on an fp16 ONNX export, ONNX Runtime on the bench device
   runtime_trt    the same on TensorRT engines (static batch); both skipped, with the reason,
                  where their provider or library is missing
@@ -62,7 +68,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import export_sd_size as sizes  # noqa: E402  (sibling benchmark: SD 2.1-base and tiny configs)
 
-CASES = ("eager", "compile_graph", "runtime_torch", "runtime_ort", "runtime_trt")
+CASES = ("eager", "levers", "compile_graph", "runtime_torch", "runtime_torch_compile", "runtime_ort", "runtime_trt")
+COMPILED = ("runtime_torch_compile", "compile_graph")  # run last (longest) and at --compile-batches
+# The torch backend's levers, added one at a time in this order by the "levers" case.
+LEVERS = ("fp16 NCHW", "+ channels-last UNet, TAESD", "+ fused q/k/v")
 DECODERS = ("vae", "taesd")
 PROMPTS = (
     "a red circle on a black background",
@@ -274,6 +283,7 @@ class Bench:
         self.refs: dict[tuple[str, int], np.ndarray] = {}
         self.flops: dict[str, int] = {}
         self._onnx: Path | None = None
+        self.memory_base = 0  # bytes allocated before the current case (set by run_case)
 
     def inputs(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         ids = torch.from_numpy(self.ids[:batch].astype(np.int64)).to(self.device)
@@ -335,24 +345,43 @@ class Bench:
         print(f"  {case}: {status}: {reason}", flush=True)
 
     def memory_start(self) -> float | None:
+        """GPU memory this case holds now (weights, earlier rows' graphs), past what was allocated before it."""
         if not self.cuda:
             return None
         torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated() / 2**30
+        return (torch.cuda.memory_allocated() - self.memory_base) / 2**30
 
     def memory_peak(self, resident: float | None) -> dict[str, float | None]:
         if not self.cuda:
             return {"resident_gib": None, "peak_gib": None}
-        return {"resident_gib": round(resident or 0.0, 3), "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
+        peak = (torch.cuda.max_memory_allocated() - self.memory_base) / 2**30
+        return {"resident_gib": round(resident or 0.0, 3), "peak_gib": round(peak, 3)}
 
     def torch_case(self, case: str) -> None:
         """eager / compile_graph: the modules on the device in the bench dtype, one Stages per decoder."""
         graph = case == "compile_graph" and self.cuda
+        batches = self.args.compile_batches if case in COMPILED else self.args.batches
         models = on_device(self.models, self.device, self.dtype, ("text_encoder", "unet", *self.args.decoders))
         for decoder in self.args.decoders:
             st = Stages(models, decoder, self.onestep, compile=self.args.compile_backend if case == "compile_graph" else None)
-            for b in self.args.batches:
+            for b in batches:
                 self.row(case, decoder, b, self.time_stages(st, decoder, b, graph))
+
+    def levers(self) -> None:
+        """Batch 1, CUDA graph where there is one: LEVERS applied cumulatively to one set of modules."""
+        models = on_device(self.models, self.device, self.dtype, ("text_encoder", "unet", *self.args.decoders))
+        # The KL VAE decoder stays NCHW: channels-last made it slower on an H100 (RESULTS.md).
+        conv = [models["unet"], *(models[d] for d in self.args.decoders if d == "taesd")]
+        apply: dict[str, Callable[[], Any]] = {
+            "fp16 NCHW": lambda: None,
+            "+ channels-last UNet, TAESD": lambda: [m.to(memory_format=torch.channels_last) for m in conv],
+            "+ fused q/k/v": lambda: [m.fuse_qkv_projections() for m in (models["unet"], models.get("vae")) if m is not None],
+        }
+        for lever in LEVERS:
+            apply[lever]()
+            for decoder in self.args.decoders:
+                result = self.time_stages(Stages(models, decoder, self.onestep), decoder, 1, graph=self.cuda)
+                self.row(f"levers: {lever}", decoder, 1, result)
 
     def time_stages(self, st: Stages, decoder: str, batch: int, graph: bool) -> dict[str, Any]:
         resident = self.memory_start()
@@ -396,12 +425,12 @@ class Bench:
         del calls, outputs
         return result
 
-    def generator_case(self, case: str, path: Path, backend: str, decoder: str, batches: Sequence[int]) -> None:
+    def generator_case(self, case: str, path: Path, backend: str, decoder: str, batches: Sequence[int], **options: Any) -> None:
         """Time a swiftbrush_runtime Generator through its own numpy-in/numpy-out calls."""
         from swiftbrush_runtime import Generator
 
         t0 = time.perf_counter()
-        gen = Generator.load(path, backend=backend, device=self.device, verify=False, cache_size=0, decoder=decoder)
+        gen = Generator.load(path, backend=backend, device=self.device, verify=False, cache_size=0, decoder=decoder, **options)
         load_s = time.perf_counter() - t0
         try:
             for b in batches:
@@ -445,6 +474,11 @@ class Bench:
     def runtime_torch(self) -> None:
         for decoder in self.args.decoders:
             self.generator_case("runtime_torch", self.student, "torch", decoder, self.args.batches)
+
+    def runtime_torch_compile(self) -> None:
+        for decoder in self.args.decoders:
+            self.generator_case("runtime_torch_compile", self.student, "torch", decoder, self.args.compile_batches,
+                                compile=self.args.compile_backend)  # fmt: skip
 
     def onnx_dir(self) -> Path:
         """One ONNX export for both ORT and TRT: dynamic batch up to the largest, every decoder asked for."""
@@ -498,6 +532,7 @@ class Bench:
 
     def run_case(self, case: str) -> None:
         print(f"{case}:", flush=True)
+        self.memory_base = torch.cuda.memory_allocated() if self.cuda else 0
         try:
             if case in ("eager", "compile_graph"):
                 self.torch_case(case)
@@ -623,6 +658,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cases", type=_csv(str), default=list(CASES), help=f"comma list from {','.join(CASES)} (default: all)")
     ap.add_argument("--decoders", type=_csv(str), default=list(DECODERS), help="comma list from vae,taesd")
     ap.add_argument("--batches", type=_csv(int), default=[1, 4], help="comma list of batch sizes")
+    ap.add_argument("--compile-batches", type=_csv(int), default=None,
+                    help="batch sizes for the compiled cases, each a compile of its own (default: 1; with --tiny: --batches)")  # fmt: skip
     ap.add_argument("--iters", type=int, default=None, help="timed calls per measurement (default 20; 3 with --tiny)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 3; 1 with --tiny)")
     ap.add_argument("--peak-tflops", type=float, default=800.0, help="dense fp16 peak for the compute floor (H100 SXM ~800)")
@@ -641,8 +678,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(f"--cases must be a comma list from {', '.join(CASES)}, got {','.join(args.cases)}")
     if not args.decoders or any(d not in DECODERS for d in args.decoders):
         ap.error(f"--decoders must be a comma list from {', '.join(DECODERS)}, got {','.join(args.decoders)}")
-    if not args.batches or min(args.batches) < 1 or max(args.batches) > 64:
-        ap.error(f"--batches must be between 1 and 64, got {args.batches}")
+    args.compile_batches = args.compile_batches or (args.batches if args.tiny else [1])
+    for name, batches in (("--batches", args.batches), ("--compile-batches", args.compile_batches)):
+        if not batches or min(batches) < 1 or max(batches) > 64:
+            ap.error(f"{name} must be between 1 and 64, got {batches}")
+    if max(args.compile_batches) > max(args.batches):
+        ap.error(f"--compile-batches must not exceed the largest of --batches ({max(args.batches)}): the inputs are made for those")
     if args.iters < 1 or args.warmup < 0 or args.peak_tflops <= 0 or args.train_steps < 1 or args.train_batch < 1:
         ap.error("--iters, --train-steps, --train-batch and --peak-tflops must be positive and --warmup >= 0")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -676,7 +717,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "machine": machine(args.device),
         "settings": {"tiny": args.tiny, "precision": "fp16" if args.device.startswith("cuda") else "fp32", "cases": args.cases,
-                     "decoders": args.decoders, "batches": args.batches, "iters": args.iters, "warmup": args.warmup,
+                     "decoders": args.decoders, "batches": args.batches, "compile_batches": args.compile_batches, "iters": args.iters, "warmup": args.warmup,
                      "peak_tflops": args.peak_tflops, "seed": args.seed, "compile_backend": args.compile_backend},  # fmt: skip
         "setup": {},
         "cases": [],
@@ -688,15 +729,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             bench = Bench(args, args.device, work, report)
             bench.reference()
             free(args.device)  # the fp32 copies
-            order = [c for c in ("eager", "runtime_torch", "runtime_ort", "runtime_trt", "compile_graph") if c in args.cases]  # compile last: longest
-            for case in order:
+            for case in [c for c in CASES if c in args.cases and c not in COMPILED]:
                 bench.run_case(case)
-            del bench
-            free(args.device)
-        if args.train:
+        if args.train:  # before the compiled cases: their compile time is the hardest to predict
             print("train:", flush=True)
             report["train"] = train(args, args.device.startswith("cuda"))
             save_report(args.out, report)
+            free(args.device)
+        with torch.inference_mode():
+            for case in [c for c in COMPILED if c in args.cases]:
+                bench.run_case(case)
+            del bench
+            free(args.device)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

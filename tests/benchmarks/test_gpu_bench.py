@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
-CASES = ["eager", "compile_graph", "runtime_torch", "runtime_ort", "runtime_trt"]
+CASES = ["eager", "levers", "compile_graph", "runtime_torch", "runtime_torch_compile", "runtime_ort", "runtime_trt"]
+LEVERS = ["fp16 NCHW", "+ channels-last UNet, TAESD", "+ fused q/k/v"]
 
 
 def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path):
@@ -26,12 +27,14 @@ def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path):
     assert set(flops) == {"text_encoder", "unet", "vae", "taesd"} and all(v > 0 for v in flops.values())
 
     rows = report["cases"]
-    assert {r["case"] for r in rows} == set(CASES)
+    assert {r["case"] for r in rows} == (set(CASES) - {"levers"}) | {f"levers: {lever}" for lever in LEVERS}
     skipped = {r["case"]: r["reason"] for r in rows if r["status"] != "ok"}
     assert list(skipped) == ["runtime_trt"] and "CUDA" in skipped["runtime_trt"]  # ORT runs on its CPU provider here
     ok = [r for r in rows if r["status"] == "ok"]
-    for case in ("eager", "compile_graph", "runtime_torch", "runtime_ort"):
+    for case in ("eager", "compile_graph", "runtime_torch", "runtime_torch_compile", "runtime_ort"):
         assert sorted((r["decoder"], r["batch"]) for r in ok if r["case"] == case) == [("taesd", 1), ("taesd", 2), ("vae", 1), ("vae", 2)], case
+    for lever in LEVERS:  # batch 1 only, each decoder
+        assert sorted((r["decoder"], r["batch"]) for r in ok if r["case"] == f"levers: {lever}") == [("taesd", 1), ("vae", 1)], lever
     for r in ok:
         p = r["parity"]
         assert p["finite"] and p["pass"] and p["max_abs_err_01"] <= 1e-4, (r["case"], r["decoder"], r["batch"], p)
