@@ -93,6 +93,7 @@ def export_onnx(
                 f"--decoder taesd needs a diffusers AutoencoderTiny folder (config.json + safetensors) at {taesd_dir}; "
                 f"pass it with --taesd DIR (or --taesd {TOY_TAESD} for the toy world's)"
             )
+        check_taesd_fits(taesd_dir, one, toy=str(taesd) == TOY_TAESD)
     shapes = check_shapes(
         batch, one.resolution if height is None else height, one.resolution if width is None else width, dynamic, one.vae_scale_factor
     )
@@ -156,6 +157,34 @@ def resolve_taesd(taesd: Path | str | None, student: Path) -> Path:
 
         return TAESD_DIR
     return Path(taesd)
+
+
+def check_taesd_fits(folder: Path, one: Any, toy: bool) -> None:
+    """Refuse a tiny decoder that cannot decode this student's latents, before minutes of export."""
+    teacher = one.extra.get("teacher")
+    if toy and teacher is not None and not _is_toy_teacher(str(teacher)):
+        raise InvalidArgumentError(
+            f"--taesd {TOY_TAESD} was distilled from the toy teacher's VAE and decodes only its latents; this student's teacher "
+            f"is {teacher!r}: pass the tiny decoder trained for that VAE with --taesd DIR (for SD 1.x/2.x, madebyollin/taesd)"
+        )
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidArgumentError(f"--taesd {folder}: config.json does not read as JSON ({e})") from None
+    channels = int(config.get("latent_channels", 4))
+    scale = int(config.get("upsampling_scaling_factor", 2)) ** (len(config.get("decoder_block_out_channels", (64,) * 4)) - 1)
+    if (channels, scale) != (one.latent_channels, one.vae_scale_factor):
+        raise InvalidArgumentError(
+            f"--taesd {folder} decodes {channels}-channel latents {scale}x up, but this student's VAE makes "
+            f"{one.latent_channels}-channel latents {one.vae_scale_factor}x down: pass the tiny decoder trained for its VAE"
+        )
+
+
+def _is_toy_teacher(teacher: str) -> bool:
+    """"toy" or the packaged toy teacher's folder (students record the --teacher they were given)."""
+    from swiftbrush.teacher import TOY_TEACHER_DIR
+
+    return teacher == "toy" or Path(teacher).resolve() == TOY_TEACHER_DIR.resolve()
 
 
 @contextlib.contextmanager

@@ -105,3 +105,26 @@ def test_export_taesd_toy_decodes_in_onnxruntime_like_torch(vae, tmp_path: Path)
     shutil.copytree(TAESD_DIR, student / "taesd")  # the torch backend reads <student>/taesd
     b = Generator.load(student, backend="torch", device="cpu", decoder="taesd").generate(PROMPTS, seed=3, output="float")
     assert _rel(a, b) < 1e-4
+
+
+def test_taesd_that_cannot_decode_the_student_is_refused(tiny_student: Path, tmp_path: Path):
+    """Before any export work: the toy TAESD on a non-toy student, and a TAESD of other latents."""
+    from swiftbrush.cli import cli
+
+    def export(student: Path, taesd: str, out: str) -> str:
+        args = ["export", "onnx", "--student", str(student), "--out", str(tmp_path / out), "--decoder", "taesd", "--taesd", taesd]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert not (tmp_path / out).exists()
+        return result.output.strip()
+
+    line = export(tiny_student, "toy", "a")  # the conftest student records teacher "random-tiny"
+    assert "decodes only its latents" in line and "'random-tiny'" in line
+
+    other = tmp_path / "taesd16"
+    shutil.copytree(TAESD_DIR, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "latent_channels": 16}))
+    student = student_from_teacher(TEACHER_DIR, tmp_path / "student")
+    line = export(student, str(other), "b")
+    assert "decodes 16-channel latents 8x up" in line and "4-channel latents 8x down" in line
