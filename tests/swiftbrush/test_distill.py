@@ -231,6 +231,19 @@ def test_two_processes_agree_on_one_student(tiny_teacher, tmp_path):
     assert (out / "student" / "manifest.json").is_file()
 
 
+def test_accelerate_cpu_launch_says_it_runs_one_process(tiny_teacher, tmp_path):
+    """`accelerate launch --cpu --num_processes 2` starts one process (MPI only): the run says so and how to get two."""
+    out = tmp_path / "cpu"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "swiftbrush.cli"]  # fmt: skip
+    args = ["distill", "--teacher", str(tiny_teacher), "--prompts", "toy", "--out", str(out), *FAST, "--max-steps", "1"]
+    proc = subprocess.run([*launcher, *args], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr
+    assert "started one process" in said and "--multi_gpu --num_processes N" in said
+    assert json.loads((out / "run.json").read_text())["world_size"] == 1
+
+
 def test_sd21_structured_benchmark_at_tiny_size():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
