@@ -84,8 +84,7 @@ class TorchBackend(Backend):
                 if isinstance(self.vae, AutoencoderKL):
                     self.vae.fuse_qkv_projections()
         self.use_graph = cuda_graph and device.startswith("cuda")
-        self._graphs: dict[tuple, tuple] = {}  # (noise shape, emb shape) -> (graph, static inputs, static output)
-        self._text_graphs: dict[tuple, tuple | None] = {}  # ids shape -> (graph, static ids, static output); None: not capturable
+        self._graphs: dict[tuple, tuple | None] = {}  # (stage, input shapes) -> (graph, static inputs, static output); None: eager
         self.compile = (compile if isinstance(compile, str) else "inductor") if compile else None
         if compile:  # default mode (the autotuning modes do not finish compiling in a short GPU slot), static shapes
             backend = compile if isinstance(compile, str) else "inductor"
@@ -95,56 +94,61 @@ class TorchBackend(Backend):
     def _t(self, a: np.ndarray, dtype: Any = None) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device, dtype or self.dtype)
 
-    def encode(self, ids: np.ndarray) -> np.ndarray:
-        """Token ids -> embeddings; on CUDA a graph per ids shape (23 small layers: launch-bound eagerly)."""
-        with self.torch.inference_mode():
-            ids_t = self.torch.from_numpy(ids.astype(np.int64)).to(self.device)
-            if not self.use_graph:
-                return self.text_encoder(ids_t)[0].float().cpu().numpy()
-            key = tuple(ids_t.shape)
-            if key not in self._text_graphs:
-                try:
-                    self._text_graphs[key] = _capture(self.torch, lambda ids: self.text_encoder(ids)[0], ids_t)
-                except RuntimeError:  # a text encoder that syncs with the host cannot be captured: run it eagerly
-                    self._text_graphs[key] = None
-            if self._text_graphs[key] is None:
-                return self.text_encoder(ids_t)[0].float().cpu().numpy()
-            graph, (ids_in,), out = self._text_graphs[key]
-            ids_in.copy_(ids_t)
-            graph.replay()
-            return out.float().cpu().numpy()
+    def _graphed(self, stage: str, fn: Any, *inputs: Any) -> Any:
+        """fn(*inputs); on CUDA replayed from a graph captured once per stage and input shapes.
+
+        The result is the graph's static output buffer: copy it out before the next call.
+        """
+        if not self.use_graph:
+            return fn(*inputs)
+        key = (stage, *(tuple(x.shape) for x in inputs))
+        if key not in self._graphs:
+            try:
+                self._graphs[key] = _capture(self.torch, fn, *inputs)
+            except RuntimeError:  # a stage that syncs with the host cannot be captured: it runs eagerly
+                self._graphs[key] = None
+        entry = self._graphs[key]
+        if entry is None:
+            return fn(*inputs)
+        graph, static, out = entry
+        for buffer, x in zip(static, inputs):
+            buffer.copy_(x)
+        graph.replay()
+        return out
+
+    def _text(self, ids: Any) -> Any:
+        return self.text_encoder(ids)[0]
 
     def _latent(self, noise: Any, emb: Any) -> Any:
         t = self.torch.full((noise.shape[0],), self.timestep, dtype=self.torch.int64, device=self.device)
         eps = self.unet(noise.to(self.dtype), t, emb, return_dict=False)[0].float()
         return (noise.float() - self.c_eps * eps) * self.c_out
 
+    def _decode(self, latent: Any) -> Any:
+        return self.vae.decode((latent * self.latent_scale).to(self.dtype), return_dict=False)[0]
+
+    def _pipeline(self, noise: Any, emb: Any) -> Any:
+        return self._decode(self._latent(noise, emb))
+
+    # Each stage, and UNet + decoder together (what generate() runs), under its own CUDA graph, so
+    # `swiftbrush bench`'s per-component times are those of the path generate() takes.
+    def encode(self, ids: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            ids_t = self.torch.from_numpy(ids.astype(np.int64)).to(self.device)
+            return self._graphed("text_encoder", self._text, ids_t).float().cpu().numpy()
+
     def denoise(self, noise: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
-            return self._latent(self._t(noise, self.torch.float32), self._t(embeddings)).cpu().numpy()
+            return self._graphed("unet", self._latent, self._t(noise, self.torch.float32), self._t(embeddings)).cpu().numpy()
 
     def decode(self, latent: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
-            return self.vae.decode(self._t(latent) * self.latent_scale, return_dict=False)[0].float().cpu().numpy()
-
-    def _pipeline(self, noise: Any, emb: Any) -> Any:
-        latent = self._latent(noise, emb)
-        return self.vae.decode((latent * self.latent_scale).to(self.dtype), return_dict=False)[0]
+            return self._graphed("decoder", self._decode, self._t(latent, self.torch.float32)).float().cpu().numpy()
 
     def run(self, noise: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
             z, emb = self._t(noise, self.torch.float32), self._t(embeddings)
-            if not self.use_graph:
-                return self._pipeline(z, emb).float().cpu().numpy()
-            key = (tuple(z.shape), tuple(emb.shape))
-            if key not in self._graphs:
-                self._graphs[key] = _capture(self.torch, self._pipeline, z, emb)
-            graph, (z_in, emb_in), out = self._graphs[key]
-            z_in.copy_(z)
-            emb_in.copy_(emb)
-            graph.replay()
-            return out.float().cpu().numpy()
-
+            return self._graphed("pipeline", self._pipeline, z, emb).float().cpu().numpy()
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):
