@@ -17,6 +17,9 @@ its dependencies; the compiled cases run last and every row is saved as it finis
     export PYTHONPATH=/tmp/site && set -o pipefail &&
     PYTHONUNBUFFERED=1 timeout 450 python3 benchmarks/gpu_bench.py --out $OUT 2>&1 | tee $OUT/gpu_bench.log
 
+On one H100 (2026-11-26) that command with --train took 272 s (about 120 s of it compiling);
+--compile-batches 1,4 adds about 150 s of compiling more. Figures: benchmarks/RESULTS.md.
+
 What runs: SD 2.1-base's architecture with random weights (no download): the 23-layer
 1024-wide CLIP text encoder, the 866M UNet and the KL VAE decoder (configs from
 export_sd_size.py), and a tiny autoencoder decoder (diffusers AutoencoderTiny's default
