@@ -91,12 +91,15 @@ def cpu_name() -> str:
 
 
 def bench_backend(
-    model: Path, backend: str, batch: int, iters: int, warmup: int, device: str | None = None, compile: bool = False
+    model: Path, backend: str, batch: int, iters: int, warmup: int, device: str | None = None, compile: bool = False,
+    decoder: str | None = None,
 ) -> dict[str, Any]:
     from swiftbrush_runtime.generator import Generator
 
     path = model_dir_for(backend, model)
-    options = {"compile": True} if compile and backend == "torch" else {}  # the other backends have nothing to compile
+    options: dict[str, Any] = {"compile": True} if compile and backend == "torch" else {}  # the others have nothing to compile
+    if decoder:
+        options["decoder"] = decoder  # default: the directory's own
     gen = Generator.load(path, backend=backend, device=device, cache_size=0, **options)
     try:
         b = gen.backend
@@ -153,6 +156,7 @@ def run_bench(
     warmup: int = 3,
     device: str | None = None,
     compile: bool = False,
+    decoder: str | None = None,
 ) -> dict[str, Any]:
     """Benchmark one or several backends on the same model; returns the JSON report.
 
@@ -173,7 +177,7 @@ def run_bench(
         names.append(name)
     if compile and "torch" not in names:
         raise InvalidArgumentError("--compile applies to the torch backend only: add --backend torch (or torch to --compare)")
-    results = [bench_backend(model, name, batch, iters, warmup, device, compile=compile) for name in names]
+    results = [bench_backend(model, name, batch, iters, warmup, device, compile=compile, decoder=decoder) for name in names]
     return {"results": results}
 
 

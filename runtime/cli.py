@@ -2,9 +2,9 @@
 
     swiftbrush generate --model DIR (--prompt TEXT ... | --prompts FILE) [--seed N]
                         [--backend auto|tensorrt|onnxruntime|torch] [--device D]
-                        [--height H --width W] --out DIR
+                        [--height H --width W] [--decoder vae|taesd] --out DIR
     swiftbrush bench    --model DIR [--backend B | --compare b1,b2] [--batch N] [--iters N]
-                        [--warmup N] [--compile] [--json FILE]
+                        [--warmup N] [--decoder vae|taesd] [--compile] [--json FILE]
     swiftbrush doctor   [--json]
 """
 
@@ -25,6 +25,12 @@ def _int(value: str, flag: str) -> int:
         raise InvalidArgumentError(f"{flag} must be an integer, got {value!r}") from None
 
 
+def _decoder(value: str | None) -> str | None:
+    if value is not None and value not in ("vae", "taesd"):
+        raise InvalidArgumentError(f"--decoder must be vae or taesd, got {value!r}")
+    return value
+
+
 @click.command("generate")
 @click.option("--model", required=True, type=click.Path(path_type=Path), help="An engine, ONNX or student directory.")
 @click.option("--prompt", "prompts", multiple=True, help="A prompt (repeatable); \"\" is a valid unconditional prompt.")
@@ -34,9 +40,10 @@ def _int(value: str, flag: str) -> int:
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: the backend's best).")
 @click.option("--height", default=None, help="Image height in pixels (default: the export's; other sizes need a --dynamic export).")
 @click.option("--width", default=None, help="Image width in pixels (default: the export's).")
+@click.option("--decoder", default=None, help="vae or taesd (default: the directory's own; taesd needs an export made with --decoder taesd, or STUDENT/taesd).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory for 0000.png ... and grid.png.")
 def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | None, seed: str, backend: str, device: str | None,
-                 height: str | None, width: str | None, out: Path) -> None:  # fmt: skip
+                 height: str | None, width: str | None, decoder: str | None, out: Path) -> None:  # fmt: skip
     """Make one image per prompt with one UNet call each."""
     from swiftbrush_runtime.commands import generate_to_dir, prepare_out_dir, read_prompts
 
@@ -48,7 +55,7 @@ def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | Non
         raise InvalidArgumentError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
     prepare_out_dir(out)
     size = {k: _int(v, f"--{k}") for k, v in (("height", height), ("width", width)) if v is not None}
-    paths = generate_to_dir(model, texts, out, seed=seed_value, backend=backend, device=device, **size)
+    paths = generate_to_dir(model, texts, out, seed=seed_value, backend=backend, device=device, decoder=_decoder(decoder), **size)
     click.echo(f"wrote {len(paths) - 1} images and grid.png to {out}")
 
 
@@ -60,17 +67,18 @@ def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | Non
 @click.option("--iters", default="20", show_default=True)
 @click.option("--warmup", default="3", show_default=True)
 @click.option("--device", default=None, help="cpu, cuda or cuda:N.")
+@click.option("--decoder", default=None, help="vae or taesd (default: the directory's own; taesd needs an export made with --decoder taesd, or STUDENT/taesd).")
 @click.option("--compile", "compile_", is_flag=True,
               help="torch backend: torch.compile (default mode) under its CUDA graph; about a minute to compile at SD size on an H100.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the report here.")
-def bench_cmd(model: Path, backend: str, compare: str | None, batch: str, iters: str, warmup: str, device: str | None, compile_: bool,
-              json_path: Path | None) -> None:  # fmt: skip
+def bench_cmd(model: Path, backend: str, compare: str | None, batch: str, iters: str, warmup: str, device: str | None, decoder: str | None,
+              compile_: bool, json_path: Path | None) -> None:  # fmt: skip
     """ms per image (p50/p90), end to end and per component; warm-up excluded."""
     from swiftbrush_runtime.bench import format_table, run_bench
 
     names = [b.strip() for b in compare.split(",") if b.strip()] if compare else [backend]
     report = run_bench(model, names, batch=_int(batch, "--batch"), iters=_int(iters, "--iters"), warmup=_int(warmup, "--warmup"), device=device,
-                        compile=compile_)  # fmt: skip
+                        decoder=_decoder(decoder), compile=compile_)  # fmt: skip
     click.echo(format_table(report))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

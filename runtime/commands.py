@@ -70,6 +70,7 @@ def generate_to_dir(
     device: str | None = None,
     height: int | None = None,
     width: int | None = None,
+    decoder: str | None = None,
 ) -> list[Path]:
     """Generate one image per prompt into `out`; returns the PNG paths (grid last)."""
     from PIL import Image
@@ -80,7 +81,8 @@ def generate_to_dir(
     if not prompts:
         raise InvalidArgumentError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
     out = prepare_out_dir(out)
-    with Generator.load(model, backend=backend, device=device) as gen:
+    options = {"decoder": decoder} if decoder else {}  # default: the directory's own decoder
+    with Generator.load(model, backend=backend, device=device, **options) as gen:
         arrays = gen.generate(list(prompts), seed=seed, height=height, width=width)
     paths = []
     for i, a in enumerate(arrays):

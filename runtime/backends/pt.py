@@ -48,6 +48,14 @@ class TorchBackend(Backend):
         self.device = device
         self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
         one = read_onestep(Path(path) / "onestep.json")
+        self.decoder = decoder or "vae"
+        if self.decoder not in ("vae", "taesd"):  # before seconds of loading
+            raise InvalidArgumentError(f"--decoder must be vae or taesd, got {decoder!r}")
+        if self.decoder == "taesd" and not (Path(path) / "taesd" / "config.json").is_file():
+            raise InvalidModelError(
+                f"{path} has no taesd/ folder: put a diffusers AutoencoderTiny trained for its VAE there "
+                "(for SD 1.x/2.x: madebyollin/taesd), or use --decoder vae"
+            )
         self.c_eps = math.sqrt(1.0 - one.alpha_T)
         self.c_out = 1.0 / (math.sqrt(one.alpha_T) * one.scaling_factor)
         self.timestep = one.timestep
@@ -55,17 +63,12 @@ class TorchBackend(Backend):
         try:
             self.text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **{_transformers_dtype_kwarg(): self.dtype}, **common)
             self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=self.dtype, **common)
-            self.decoder = decoder or "vae"
             if self.decoder == "taesd":  # decodes the scaled latent x0: undo the KL VAE's 1/scaling_factor
                 self.vae = AutoencoderTiny.from_pretrained(path, subfolder="taesd", torch_dtype=self.dtype, **common)
                 self.latent_scale = one.scaling_factor
-            elif self.decoder == "vae":
+            else:
                 self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=self.dtype, **common)
                 self.latent_scale = 1.0
-            else:
-                raise InvalidArgumentError(f"decoder must be vae or taesd, got {decoder!r}")
-        except InvalidArgumentError:
-            raise
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InvalidModelError(f"student weights in {path} do not load ({first})") from None

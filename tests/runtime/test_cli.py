@@ -101,3 +101,23 @@ def test_bench_compile_needs_the_torch_backend(onnx_fp32: Path):
 def test_bench_batch_above_maximum(onnx_fp16: Path):
     line = _one_line_exit_2(_invoke("bench", "--model", str(onnx_fp16), "--batch", "4", "--iters", "1"))
     assert "--batch 4 is above the largest batch" in line and "re-export with --batch 4" in line
+
+
+def test_decoder_choice(tiny_student: Path, onnx_fp32: Path, tmp_path: Path):
+    """--decoder picks the tiny decoder where the directory has one, and says how to get one where not."""
+    from conftest import student_from_teacher
+    from swiftbrush.teacher import TOY_TEACHER_DIR
+
+    r = _invoke("generate", "--model", str(tiny_student), "--backend", "torch", "--decoder", "taesd", "--prompt", "x", "--out", str(tmp_path / "t"))
+    assert r.exit_code == 0, r.output
+    vae = _invoke("generate", "--model", str(tiny_student), "--backend", "torch", "--prompt", "x", "--out", str(tmp_path / "v"))
+    assert vae.exit_code == 0, vae.output
+    assert Image.open(tmp_path / "t" / "0000.png").tobytes() != Image.open(tmp_path / "v" / "0000.png").tobytes()
+
+    line = _one_line_exit_2(_invoke("generate", "--model", str(tiny_student), "--decoder", "vqgan", "--prompt", "x", "--out", str(tmp_path / "b")))
+    assert "--decoder must be vae or taesd" in line
+    plain = student_from_teacher(TOY_TEACHER_DIR, tmp_path / "student")  # no taesd/ folder
+    line = _one_line_exit_2(_invoke("generate", "--model", str(plain), "--decoder", "taesd", "--prompt", "x", "--out", str(tmp_path / "c")))
+    assert "has no taesd/ folder" in line and "--decoder vae" in line
+    line = _one_line_exit_2(_invoke("bench", "--model", str(onnx_fp32), "--decoder", "taesd", "--iters", "1"))
+    assert "re-export with --decoder taesd" in line
