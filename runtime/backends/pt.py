@@ -157,6 +157,13 @@ class TorchBackend(Backend):
         if self.device.startswith("cuda"):
             self.torch.cuda.synchronize()
 
+    def memory(self) -> dict[str, int]:
+        """GPU bytes torch holds now and at its peak (weights, graph pools, activations); empty on CPU."""
+        if not self.device.startswith("cuda"):
+            return {}
+        cuda = self.torch.cuda
+        return {"allocated_bytes": int(cuda.memory_allocated(self.device)), "peak_allocated_bytes": int(cuda.max_memory_allocated(self.device))}
+
     def info(self) -> dict[str, Any]:
         out = {"backend": self.name, "device": self.device, "decoder": self.decoder, "dtype": str(self.dtype).replace("torch.", ""), "torch": self.torch.__version__,
                "compile": self.compile, "cuda_graph": self.use_graph}

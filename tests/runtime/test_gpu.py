@@ -67,3 +67,5 @@ def test_torch_cuda_fp16(tiny_student: Path, onnx_fp32: Path):
     staged = b.decode(b.denoise(z, emb))
     assert np.abs(staged - b.run(z, emb)).max() < 2e-3
     assert np.array_equal(b.encode(ids), emb)  # replayed graph, same result
+    mem = b.memory()
+    assert 0 < mem["allocated_bytes"] <= mem["peak_allocated_bytes"]
