@@ -105,8 +105,9 @@ def test_bench_batch_above_maximum(onnx_fp16: Path):
 
 def test_decoder_choice(tiny_student: Path, onnx_fp32: Path, tmp_path: Path):
     """--decoder picks the tiny decoder where the directory has one, and says how to get one where not."""
-    from conftest import student_from_teacher
-    from swiftbrush.teacher import TOY_TEACHER_DIR
+    import shutil
+
+    from swiftbrush_runtime.manifest import read_manifest, write_manifest
 
     r = _invoke("generate", "--model", str(tiny_student), "--backend", "torch", "--decoder", "taesd", "--prompt", "x", "--out", str(tmp_path / "t"))
     assert r.exit_code == 0, r.output
@@ -116,7 +117,10 @@ def test_decoder_choice(tiny_student: Path, onnx_fp32: Path, tmp_path: Path):
 
     line = _one_line_exit_2(_invoke("generate", "--model", str(tiny_student), "--decoder", "vqgan", "--prompt", "x", "--out", str(tmp_path / "b")))
     assert "--decoder must be vae or taesd" in line
-    plain = student_from_teacher(TOY_TEACHER_DIR, tmp_path / "student")  # no taesd/ folder
+    plain = tmp_path / "student"  # the same student without its taesd/ folder, manifest rewritten
+    shutil.copytree(tiny_student, plain, ignore=shutil.ignore_patterns("taesd"))
+    fields = {k: v for k, v in read_manifest(plain, "student", verify=False).items() if k not in ("kind", "format_version", "files")}
+    write_manifest(plain, "student", **fields)
     line = _one_line_exit_2(_invoke("generate", "--model", str(plain), "--decoder", "taesd", "--prompt", "x", "--out", str(tmp_path / "c")))
     assert "has no taesd/ folder" in line and "--decoder vae" in line
     line = _one_line_exit_2(_invoke("bench", "--model", str(onnx_fp32), "--decoder", "taesd", "--iters", "1"))
