@@ -25,7 +25,7 @@ def decoder_graph(manifest: dict, decoder: str | None) -> str:
 
     choice = decoder or manifest.get("decoder", "vae")
     if choice not in DECODER_GRAPHS:
-        raise InvalidArgumentError(f"decoder must be one of {', '.join(DECODER_GRAPHS)}, got {choice!r}")
+        raise InvalidArgumentError(f"--decoder must be {' or '.join(DECODER_GRAPHS)}, got {choice!r}")
     graphs = manifest.get("graphs") or manifest.get("engines") or {}
     if graphs and DECODER_GRAPHS[choice] not in graphs:
         raise InvalidModelError(f"this directory has no {DECODER_GRAPHS[choice]}; re-export with --decoder {choice}")

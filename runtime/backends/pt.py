@@ -48,9 +48,10 @@ class TorchBackend(Backend):
         self.device = device
         self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
         one = read_onestep(Path(path) / "onestep.json")
+        from swiftbrush_runtime.backends import decoder_graph
+
+        decoder_graph(manifest, decoder)  # the choice checked before seconds of loading
         self.decoder = decoder or "vae"
-        if self.decoder not in ("vae", "taesd"):  # before seconds of loading
-            raise InvalidArgumentError(f"--decoder must be vae or taesd, got {decoder!r}")
         if self.decoder == "taesd" and not (Path(path) / "taesd" / "config.json").is_file():
             raise InvalidModelError(
                 f"{path} has no taesd/ folder: put a diffusers AutoencoderTiny trained for its VAE there "
@@ -89,10 +90,9 @@ class TorchBackend(Backend):
         self.use_graph = cuda_graph and device.startswith("cuda")
         self._graphs: dict[tuple, tuple | None] = {}  # (stage, input shapes) -> (graph, static inputs, static output); None: eager
         self.compile = (compile if isinstance(compile, str) else "inductor") if compile else None
-        if compile:  # default mode (the autotuning modes do not finish compiling in a short GPU slot), static shapes
-            backend = compile if isinstance(compile, str) else "inductor"
-            self.unet = torch.compile(self.unet, backend=backend, dynamic=False)
-            self.vae.decode = torch.compile(self.vae.decode, backend=backend, dynamic=False)
+        if self.compile:  # default mode (the autotuning modes do not finish compiling in a short GPU slot), static shapes
+            self.unet = torch.compile(self.unet, backend=self.compile, dynamic=False)
+            self.vae.decode = torch.compile(self.vae.decode, backend=self.compile, dynamic=False)
 
     def _t(self, a: np.ndarray, dtype: Any = None) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device, dtype or self.dtype)
