@@ -216,16 +216,10 @@ def stats(ms: Sequence[float], batch: int) -> dict[str, float]:
 
 
 def cuda_graph(fn: Callable[[], Any]) -> tuple[Callable[[], Any], Any]:
-    """fn (static inputs closed over) captured as one CUDA graph: (replay, static output)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up off the capture stream, as torch.cuda.graphs asks
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
+    """fn (static inputs closed over) captured as one CUDA graph, as the runtime captures: (replay, static output)."""
+    from swiftbrush_runtime.backends.pt import capture_cuda_graph
+
+    graph, _, out = capture_cuda_graph(torch, fn)
     return graph.replay, out
 
 

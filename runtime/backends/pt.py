@@ -107,7 +107,7 @@ class TorchBackend(Backend):
         key = (stage, *(tuple(x.shape) for x in inputs))
         if key not in self._graphs:
             try:
-                self._graphs[key] = _capture(self.torch, fn, *inputs)
+                self._graphs[key] = capture_cuda_graph(self.torch, fn, *inputs)
             except RuntimeError:  # a stage that syncs with the host cannot be captured: it runs eagerly
                 self._graphs[key] = None
         entry = self._graphs[key]
@@ -175,7 +175,7 @@ class TorchBackend(Backend):
         self.text_encoder = self.unet = self.vae = None
 
 
-def _capture(torch: Any, fn: Any, *inputs: Any) -> tuple:
+def capture_cuda_graph(torch: Any, fn: Any, *inputs: Any) -> tuple:
     """fn over static copies of `inputs` as one CUDA graph: (graph, static inputs, static output).
 
     Warm-up runs on a side stream first, as torch.cuda.graphs asks (and compiles, if fn is compiled).
