@@ -217,14 +217,20 @@ def test_sds_ablation_runs_without_a_lora_teacher(tiny_teacher, tmp_path):
     assert "sds" in (out / "logs" / "train.jsonl").read_text()
 
 
+def _accelerate_distill(mode: str, teacher: Path, out: Path, steps: int) -> subprocess.CompletedProcess:
+    """`accelerate launch <mode> --num_processes 2 -m swiftbrush.cli distill ...`, asserted to succeed."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", mode, "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "swiftbrush.cli"]  # fmt: skip
+    args = ["distill", "--teacher", str(teacher), "--prompts", "toy", "--out", str(out), *FAST, "--max-steps", str(steps)]
+    proc = subprocess.run([*launcher, *args], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def test_two_processes_agree_on_one_student(tiny_teacher, tmp_path):
     """DDP on CPU (gloo) through accelerate's torchrun launcher; both ranks end with the same weights."""
     out = tmp_path / "ddp"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "swiftbrush.cli"]  # fmt: skip
-    args = ["distill", "--teacher", str(tiny_teacher), "--prompts", "toy", "--out", str(out), *FAST, "--max-steps", "3"]
-    proc = subprocess.run([*launcher, *args], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _accelerate_distill("--multi_gpu", tiny_teacher, out, steps=3)
     done = json.loads((out / "logs" / "train.jsonl").read_text().splitlines()[-1])
     assert len(done["weights_fingerprint_per_rank"]) == 2 and len(set(done["weights_fingerprint_per_rank"])) == 1
     assert json.loads((out / "run.json").read_text())["world_size"] == 2
@@ -234,11 +240,7 @@ def test_two_processes_agree_on_one_student(tiny_teacher, tmp_path):
 def test_accelerate_cpu_launch_says_it_runs_one_process(tiny_teacher, tmp_path):
     """`accelerate launch --cpu --num_processes 2` starts one process (MPI only): the run says so and how to get two."""
     out = tmp_path / "cpu"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "swiftbrush.cli"]  # fmt: skip
-    args = ["distill", "--teacher", str(tiny_teacher), "--prompts", "toy", "--out", str(out), *FAST, "--max-steps", "1"]
-    proc = subprocess.run([*launcher, *args], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _accelerate_distill("--cpu", tiny_teacher, out, steps=1)
     said = proc.stdout + proc.stderr
     assert "started one process" in said and "--multi_gpu --num_processes N" in said
     assert json.loads((out / "run.json").read_text())["world_size"] == 1
