@@ -82,6 +82,9 @@ def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: 
 @click.option("--sds", is_flag=True, default=None, help="Ablation: SDS (no LoRA teacher) instead of VSD.")
 def distill_cmd(teacher: str, prompts: str, out: Path, preset: str | None, resume: bool, overwrite: bool, guidance_scale: float | None, **overrides) -> None:
     """Distill a teacher into a one-step student (SwiftBrush VSD), no images needed."""
+    from swiftbrush.launch import relaunch_as_accelerate_cpu_ranks
+
+    relaunch_as_accelerate_cpu_ranks()  # `accelerate launch --cpu --num_processes N` starts N ranks
     try:
         from swiftbrush.config import build_config
         from swiftbrush.train import distill

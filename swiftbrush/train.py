@@ -51,6 +51,7 @@ import torch
 
 from swiftbrush.config import DistillConfig
 from swiftbrush.errors import InvalidArgumentError, SwiftBrushError
+from swiftbrush.launch import lone_accelerate_cpu_rank
 from swiftbrush.losses import cfg, eps_to_x0, lora_denoising_loss, sds_loss, vsd_loss
 
 logger = logging.getLogger(__name__)
@@ -296,11 +297,11 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     main = accelerator.is_main_process
     logging.basicConfig(level=logging.INFO if main else logging.WARNING, format="%(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
-    if _single_process_from_accelerate_cpu():
+    if lone_accelerate_cpu_rank():  # the CLI starts the other ranks (swiftbrush/launch.py); a script calling distill() does not
         logger.warning(
             "accelerate launch --cpu --num_processes N started one process (its launcher runs several CPU processes only "
-            "through MPI, --mpirun_hostfile); training on this one. For N CPU processes use `accelerate launch --multi_gpu "
-            "--num_processes N` or `torchrun --nproc_per_node N` (gloo on CPU)."
+            "through MPI, --mpirun_hostfile); training on this one. For N CPU processes use `swiftbrush distill` under it, "
+            "`accelerate launch --multi_gpu --num_processes N` or `torchrun --nproc_per_node N` (gloo on CPU)."
         )
     if main and overwrite:
         for name in RUN_ENTRIES:
@@ -485,12 +486,6 @@ def make_optimizers(config: DistillConfig, student: Any, teacher_unet: Any) -> t
         return opt_student, None
     lora_params = [p for p in teacher_unet.parameters() if p.requires_grad]
     return opt_student, torch.optim.Adam(lora_params, lr=config.lora_lr, betas=config.adam_betas, weight_decay=config.weight_decay)
-
-
-def _single_process_from_accelerate_cpu() -> bool:
-    """accelerate's --cpu launcher with --num_processes > 1 sets MASTER_ADDR but starts no other rank."""
-    env = os.environ
-    return env.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in env and "WORLD_SIZE" not in env and "PMI_SIZE" not in env
 
 
 def save_checkpoint(accelerator: Any, out: Path, step: int, state: dict[str, Any], keep: int) -> Path:

@@ -237,13 +237,14 @@ def test_two_processes_agree_on_one_student(tiny_teacher, tmp_path):
     assert (out / "student" / "manifest.json").is_file()
 
 
-def test_accelerate_cpu_launch_says_it_runs_one_process(tiny_teacher, tmp_path):
-    """`accelerate launch --cpu --num_processes 2` starts one process (MPI only): the run says so and how to get two."""
+def test_accelerate_cpu_launch_runs_two_ranks_that_agree(tiny_teacher, tmp_path):
+    """`accelerate launch --cpu --num_processes 2` (one process from accelerate without MPI) trains on two ranks."""
     out = tmp_path / "cpu"
-    proc = _accelerate_distill("--cpu", tiny_teacher, out, steps=1)
-    said = proc.stdout + proc.stderr
-    assert "started one process" in said and "--multi_gpu --num_processes N" in said
-    assert json.loads((out / "run.json").read_text())["world_size"] == 1
+    proc = _accelerate_distill("--cpu", tiny_teacher, out, steps=3)
+    assert "starting them with torch.distributed.run" in proc.stderr
+    done = json.loads((out / "logs" / "train.jsonl").read_text().splitlines()[-1])
+    assert len(done["weights_fingerprint_per_rank"]) == 2 and len(set(done["weights_fingerprint_per_rank"])) == 1
+    assert json.loads((out / "run.json").read_text())["world_size"] == 2
 
 
 def test_sd21_structured_benchmark_at_tiny_size():
