@@ -5,12 +5,14 @@
     python benchmarks/gpu_bench.py --out out/gpu_bench --cases eager,runtime_torch --decoders taesd --batches 1
     python benchmarks/gpu_bench.py --out out/gpu_bench --train       # + distillation step it/s (batch 16, bf16)
     python benchmarks/gpu_bench.py --out out/gpu_bench --compile-batches 1,4   # compiled cases at batch 4 too
+    python benchmarks/gpu_bench.py --out out/gpu_bench --cases compile_graph,fp8
 
 On a lent GPU machine (PyTorch, transformers 5, accelerate and peft there; no diffusers, no
 network), carry diffusers as a wheel in the git-ignored .whl/ and install this repo without
 its dependencies; the compiled cases run last and every row is saved as it finishes:
 
     pip download diffusers==0.39.0 --no-deps -d .whl/          # here, once
+    pip download torchao==0.18.0 --no-deps -d .whl/            # for the fp8 case (CUDA 13 build, torch >= 2.11)
     # there, with carry [".whl"]:
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl &&
     python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site . &&
@@ -37,6 +39,16 @@ Cases, each for every --decoders and --batches (compiled ones for --compile-batc
                  Plain NCHW, cuDNN autotuner off: the anchor of ../shared/REFERENCE.md
   runtime_torch  swiftbrush_runtime.Generator, torch backend (levers + its CUDA graph), numpy in/out
   runtime_torch_compile  the same with torch.compile (default mode): the runtime's fastest torch path
+  fp8            compile_graph with the UNet's Linear layers in FP8 (torchao 0.18 quantize_, float8
+                 dynamic activations and weights), once per --fp8-granularity: "tensor" (per-tensor
+                 scales, fp16 UNet, compile_graph's dtype) and "row" (per-row scales, which torchao
+                 takes only from bf16 weights: bf16 UNet). Convolutions (UNet and decoders) keep
+                 their dtype: torchao 0.18's float8 conv needs the mslk package and, with its
+                 default kernel choice, an SM100 GPU. Linear layers whose features are not
+                 multiples of 16 (torch._scaled_mm) and the time-embedding ones (one row per
+                 image) keep theirs too. Images also against compile_graph's from this run.
+                 Skipped, with the reason, without torchao or without a CUDA GPU of compute
+                 capability >= 8.9
   runtime_ort    the same Generator on an fp16 ONNX export, ONNX Runtime on the bench device
   runtime_trt    the same on TensorRT engines (static batch); both skipped, with the reason,
                  where their provider or library is missing
@@ -71,8 +83,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import export_sd_size as sizes  # noqa: E402  (sibling benchmark: SD 2.1-base and tiny configs)
 
-CASES = ("eager", "levers", "compile_graph", "runtime_torch", "runtime_torch_compile", "runtime_ort", "runtime_trt")
-COMPILED = ("runtime_torch_compile", "compile_graph")  # run last (longest) and at --compile-batches
+CASES = ("eager", "levers", "compile_graph", "fp8", "runtime_torch", "runtime_torch_compile", "runtime_ort", "runtime_trt")
+COMPILED = ("runtime_torch_compile", "compile_graph", "fp8")  # run last (longest) and at --compile-batches; fp8 after compile_graph, whose images it compares with
 # The torch backend's levers, added one at a time in this order by the "levers" case.
 LEVERS = ("fp16 NCHW", "+ channels-last UNet, TAESD", "+ fused q/k/v")
 DECODERS = ("vae", "taesd")
@@ -85,6 +97,8 @@ PROMPTS = (
 # AutoencoderTiny's default config is TAESD's; --tiny narrows it like tests/conftest.py does.
 TINY_TAESD = dict(encoder_block_out_channels=(16,) * 4, decoder_block_out_channels=(16,) * 4, num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4)
 TOLERANCE = {"fp16": 2 / 255, "fp32": 1e-4}  # max abs error on [0, 1] images against fp32
+# --fp8-granularity -> the fp8 case's row name. torchao takes per-row scales only from bf16 weights.
+FP8_ROWS = {"tensor": "fp8: per-tensor", "row": "fp8: per-row, bf16 UNet"}
 
 
 # --- the student directory --------------------------------------------------------------
@@ -138,7 +152,7 @@ def write_student_dir(out: Path, models: dict[str, torch.nn.Module], tiny: bool)
 
 
 class Stages:
-    """Text encoder -> UNet at T (eps -> x0 in fp32) -> decoder, diffusers-style, on one device and dtype."""
+    """Text encoder -> UNet at T (eps -> x0 in fp32) -> decoder, diffusers-style, on one device, each module in its dtype."""
 
     def __init__(self, models: dict[str, torch.nn.Module], decoder: str, onestep: Any, compile: str | None = None) -> None:
         self.text_encoder = models["text_encoder"]
@@ -149,6 +163,7 @@ class Stages:
         # a_T as a device tensor made here: a Python float would be copied host -> device on every
         # call, which a CUDA graph capture refuses.
         self.alpha_T = torch.tensor(onestep.alpha_T, dtype=torch.float32, device=self.unet.device)
+        self.decoder_dtype = models[decoder].dtype
         self._decode = models[decoder].decode
         if compile:  # default mode: autotuning modes do not finish inside a short GPU slot
             self.unet = torch.compile(self.unet, backend=compile, dynamic=False)
@@ -167,7 +182,7 @@ class Stages:
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         # The KL VAE decodes x0 / scaling_factor; TAESD decodes the UNet-space latent x0 itself.
         latent = x0 / self.onestep.scaling_factor if self.decoder == "vae" else x0
-        return self._decode(latent.to(self.dtype), return_dict=False)[0]
+        return self._decode(latent.to(self.decoder_dtype), return_dict=False)[0]
 
     def pipeline(self, ids: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.decode(self.denoise(z, self.encode(ids)))
@@ -248,6 +263,85 @@ def images_np(image: torch.Tensor) -> np.ndarray:
     return image.float().cpu().numpy()
 
 
+# --- FP8 (torchao) -------------------------------------------------------------------------
+
+
+def fp8_unavailable(device: str) -> str | None:
+    """Why the fp8 case cannot run here (None: it can): torchao's float8 matmuls need a CUDA GPU of compute capability >= 8.9."""
+    try:
+        import torchao  # noqa: F401
+    except ImportError:
+        return "torchao is not installed (pip install torchao==0.18.0; on a lent GPU machine carry its wheel in .whl/)"
+    if not device.startswith("cuda"):
+        return f"float8 matmuls need a CUDA GPU of compute capability >= 8.9 (torchao refuses others); this run is on {device}"
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (8, 9):
+        return f"float8 matmuls need compute capability >= 8.9 (Ada, Hopper); {torch.cuda.get_device_name(device)} is {major}.{minor}"
+    return None
+
+
+def fp8_filter(granularity: str) -> Callable[[torch.nn.Module, str], bool]:
+    """quantize_'s filter_fn: Linear layers torch._scaled_mm takes (in and out features multiples of 16).
+
+    Left out: the time-embedding layers, which see one row per image (a matrix-vector product,
+    where FP8 saves nothing and quantising the activation costs a pass), and, per-tensor, a
+    128x128 weight: torchao 0.18 takes it for a 128x128-block-scaled one and its matmul asserts
+    ("input_tensor must be 1x128 scaled"; the toy UNet has such layers, SD's has none).
+    """
+
+    def keep(module: torch.nn.Module, name: str) -> bool:
+        if not isinstance(module, torch.nn.Linear) or module.in_features % 16 or module.out_features % 16:
+            return False
+        if name.startswith("time_embedding.") or name.endswith("time_emb_proj"):
+            return False
+        return not (granularity == "tensor" and module.in_features == module.out_features == 128)
+
+    return keep
+
+
+def fp8_unet_dtype(granularity: str, dtype: torch.dtype) -> torch.dtype:
+    """The UNet's dtype for a granularity: torchao 0.18 asserts bf16 weights for per-row scales."""
+    return torch.bfloat16 if granularity == "row" else dtype
+
+
+def quantise_fp8(unet: torch.nn.Module, granularity: str) -> dict[str, Any]:
+    """The UNet's fp8_filter Linear layers to float8 weights with float8 dynamic activations, in place; what was done."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Float8Tensor, PerRow, PerTensor, quantize_
+
+    keep = fp8_filter(granularity)
+    selected = [n for n, m in unet.named_modules() if keep(m, n)]
+    # set_inductor_config=False: torchao would otherwise turn on coordinate-descent tuning for the whole
+    # process, so the fp8 rows would be compiled differently from compile_graph (and take longer to).
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow() if granularity == "row" else PerTensor(), set_inductor_config=False)
+    quantize_(unet, config, filter_fn=keep)
+    done = [n for n, m in unet.named_modules() if isinstance(getattr(m, "weight", None), Float8Tensor)]
+    assert done == selected, f"torchao quantised {len(done)} layers, {len(selected)} were selected"
+    return {
+        "granularity": granularity,
+        "unet_dtype": str(unet.dtype).replace("torch.", ""),
+        "use_fast_accum": bool(config.mm_config.use_fast_accum),
+        "linear_quantised": len(done),
+        "linear_total": sum(isinstance(m, torch.nn.Linear) for m in unet.modules()),
+    }
+
+
+def linear_flops(model: torch.nn.Module, keep: Callable[[torch.nn.Module, str], bool], fn: Callable[[], Any]) -> int:
+    """FLOPs that one call of fn spends in model's Linear layers that `keep` selects (2 x rows x in x out each)."""
+    total = 0
+
+    def count(module: torch.nn.Module, args: tuple, _: Any) -> None:
+        nonlocal total
+        total += 2 * args[0].numel() * module.out_features
+
+    handles = [m.register_forward_hook(count) for n, m in model.named_modules() if keep(m, n)]
+    try:
+        fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
 # --- cases ------------------------------------------------------------------------------
 
 
@@ -278,6 +372,7 @@ class Bench:
         report["settings"].update(resolution=self.onestep.resolution, latent=[self.onestep.latent_channels, side, side],
                                   timestep=self.onestep.timestep, prompts=self.prompts)  # fmt: skip
         self.refs: dict[tuple[str, int], np.ndarray] = {}
+        self.compiled: dict[tuple[str, int], np.ndarray] = {}  # compile_graph's images, for the fp8 rows
         self.flops: dict[str, int] = {}
         self._onnx: Path | None = None
         self.memory_base = 0  # bytes allocated before the current case (set by run_case)
@@ -362,7 +457,38 @@ class Bench:
         for decoder in self.args.decoders:
             st = Stages(models, decoder, self.onestep, compile=self.args.compile_backend if case == "compile_graph" else None)
             for b in batches:
-                self.row(case, decoder, b, self.time_stages(st, decoder, b, graph))
+                result, image = self.time_stages(st, decoder, b, graph)
+                if case == "compile_graph":
+                    self.compiled[(decoder, b)] = image
+                self.row(case, decoder, b, result)
+
+    def fp8(self) -> None:
+        """compile_graph with the UNet's Linear layers in FP8, once per --fp8-granularity; a failure costs only its rows."""
+        why = fp8_unavailable(self.device)
+        if why:
+            return self.skip("fp8", why)
+        for granularity in self.args.fp8_granularity:
+            try:
+                self.fp8_rows(granularity)
+            except Exception as e:
+                self.skip(FP8_ROWS[granularity], one_line(e), status="failed")
+            free(self.device)
+
+    def fp8_rows(self, granularity: str) -> None:
+        models = on_device(self.models, self.device, self.dtype, ("text_encoder", "unet", *self.args.decoders))
+        unet = models["unet"].to(fp8_unet_dtype(granularity, self.dtype))
+        st = Stages(models, self.args.decoders[0], self.onestep)
+        ids, z = self.inputs(1)
+        emb = st.encode(ids)
+        share = linear_flops(unet, fp8_filter(granularity), lambda: st.denoise(z, emb)) / self.flops["unet"]
+        info = {**quantise_fp8(unet, granularity), "linear_share_of_unet_flops": round(share, 4)}
+        for decoder in self.args.decoders:
+            st = Stages(models, decoder, self.onestep, compile=self.args.compile_backend)
+            for b in self.args.compile_batches:
+                result, image = self.time_stages(st, decoder, b, graph=self.cuda)
+                base = self.compiled.get((decoder, b))
+                result["vs_compile_graph"] = None if base is None else parity(image, base, self.tolerance)
+                self.row(FP8_ROWS[granularity], decoder, b, {**result, "fp8": info})
 
     def levers(self) -> None:
         """Batch 1, CUDA graph where there is one: LEVERS applied cumulatively to one set of modules."""
@@ -377,10 +503,11 @@ class Bench:
         for lever in LEVERS:
             apply[lever]()
             for decoder in self.args.decoders:
-                result = self.time_stages(Stages(models, decoder, self.onestep), decoder, 1, graph=self.cuda)
+                result, _ = self.time_stages(Stages(models, decoder, self.onestep), decoder, 1, graph=self.cuda)
                 self.row(f"levers: {lever}", decoder, 1, result)
 
-    def time_stages(self, st: Stages, decoder: str, batch: int, graph: bool) -> dict[str, Any]:
+    def time_stages(self, st: Stages, decoder: str, batch: int, graph: bool) -> tuple[dict[str, Any], np.ndarray]:
+        """The row's timings and parity, and its images."""
         resident = self.memory_start()
         ids, z = self.inputs(batch)
         t0 = time.perf_counter()
@@ -420,7 +547,7 @@ class Bench:
         if notes:
             result["notes"] = notes
         del calls, outputs
-        return result
+        return result, image
 
     def generator_case(self, case: str, path: Path, backend: str, decoder: str, batches: Sequence[int], **options: Any) -> None:
         """Time a swiftbrush_runtime Generator through its own numpy-in/numpy-out calls."""
@@ -536,8 +663,7 @@ class Bench:
             else:
                 getattr(self, case)()
         except Exception as e:  # one broken case must not lose the others' numbers
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-            self.skip(case, f"{type(e).__name__}: {first}", status="failed")
+            self.skip(case, one_line(e), status="failed")
         free(self.device)  # the case's modules, graphs and sessions went out of scope with it
 
     def save(self) -> None:
@@ -549,6 +675,12 @@ def save_report(out: Path, report: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     tmp.replace(path)
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as the one line a report keeps: its type and the first line of its message."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
 def free(device: str) -> None:
@@ -572,7 +704,7 @@ def train(args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
     except ImportError as e:
         return {"status": "skipped", "reason": f"training needs accelerate and peft ({e})"}
     except Exception as e:  # out of memory, say: keep the inference numbers and say why
-        return {"status": "failed", "reason": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"}
+        return {"status": "failed", "reason": one_line(e)}
 
 
 # --- report ------------------------------------------------------------------------------
@@ -592,7 +724,7 @@ def machine(device: str) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(["python", *sys.argv]),
     }
-    for name in ("diffusers", "transformers", "onnxruntime", "tensorrt", "accelerate", "peft"):
+    for name in ("diffusers", "transformers", "onnxruntime", "tensorrt", "accelerate", "peft", "torchao"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -619,6 +751,7 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{tr['it_per_s']} it/s, peak {mem}")  # fmt: skip
     elif tr:
         lines.append(f"Distillation step: {tr.get('status')}: {tr.get('reason')}")
+    lines += format_fp8(report["cases"])
     lines += [
         "",
         "| case | decoder | batch | text enc ms | UNet ms | decoder ms | e2e ms | e2e p90 ms | img/s | e2e floor ms | × floor | first call s | peak GiB | max err ×255 | ok |",
@@ -639,6 +772,30 @@ def format_table(report: dict[str, Any]) -> str:
             f"{e2e['measured_over_floor']:.3g} | {r['first_call_s']:.1f} | {mem} | {err} | {'yes' if p['pass'] else '**no**'} |"
         )
     return "\n".join(lines)
+
+
+def _err255(p: dict[str, Any] | None) -> str:
+    if p is None:
+        return "— (compile_graph not run)"
+    return "—" if p["max_abs_err_01"] is None else f"{p['max_abs_err_01'] * 255:.3f}{'' if p['pass'] else ' (over)'}"
+
+
+def format_fp8(cases: list[dict[str, Any]]) -> list[str]:
+    """The fp8 rows beside compile_graph's of the same decoder and batch: what FP8 bought and cost."""
+    rows = [r for r in cases if r["case"] in FP8_ROWS.values() and r["status"] == "ok"]
+    if not rows:
+        return []
+    base = {(r["decoder"], r["batch"]): r["timings"] for r in cases if r["case"] == "compile_graph" and r["status"] == "ok"}
+    lines = ["", "FP8 beside compile_graph (ms medians; errors ×255 on [0, 1] images, '(over)': past the tolerance):", "",
+             "| row | decoder | batch | Linear in FP8 | their share of UNet FLOPs | UNet ms (compile_graph) | e2e ms (compile_graph) | err vs fp32 | err vs compile_graph |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        f, t, b = r["fp8"], r["timings"], base.get((r["decoder"], r["batch"]))
+        was = {k: f" ({b[k]['median_ms']:.2f})" if b else "" for k in ("unet", "end_to_end")}
+        lines.append(f"| {r['case']} | {r['decoder']} | {r['batch']} | {f['linear_quantised']} of {f['linear_total']} | {f['linear_share_of_unet_flops']:.1%} | "
+                     f"{t['unet']['median_ms']:.2f}{was['unet']} | {t['end_to_end']['median_ms']:.2f}{was['end_to_end']} | "
+                     f"{_err255(r['parity'])} | {_err255(r['vs_compile_graph'])} |")  # fmt: skip
+    return lines
 
 
 # --- main --------------------------------------------------------------------------------
@@ -662,6 +819,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--peak-tflops", type=float, default=800.0, help="dense fp16 peak for the compute floor (H100 SXM ~800)")
     ap.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
     ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor; eager, i.e. dynamo capture only, with --tiny on CPU)")
+    ap.add_argument("--fp8-granularity", type=_csv(str), default=list(FP8_ROWS),
+                    help="the fp8 case's scales, comma list from tensor,row (row: the UNet in bf16, which torchao's per-row scales need)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="where the student and exports go (default: a temp dir, removed)")
     ap.add_argument("--train", action="store_true", help="also time the distillation step (train_sd_size.py)")
@@ -675,6 +834,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(f"--cases must be a comma list from {', '.join(CASES)}, got {','.join(args.cases)}")
     if not args.decoders or any(d not in DECODERS for d in args.decoders):
         ap.error(f"--decoders must be a comma list from {', '.join(DECODERS)}, got {','.join(args.decoders)}")
+    if not args.fp8_granularity or any(g not in FP8_ROWS for g in args.fp8_granularity):
+        ap.error(f"--fp8-granularity must be a comma list from {', '.join(FP8_ROWS)}, got {','.join(args.fp8_granularity)}")
     args.compile_batches = args.compile_batches or (args.batches if args.tiny else [1])
     for name, batches in (("--batches", args.batches), ("--compile-batches", args.compile_batches)):
         if not batches or min(batches) < 1 or max(batches) > 64:
@@ -715,7 +876,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": machine(args.device),
         "settings": {"tiny": args.tiny, "precision": "fp16" if args.device.startswith("cuda") else "fp32", "cases": args.cases,
                      "decoders": args.decoders, "batches": args.batches, "compile_batches": args.compile_batches, "iters": args.iters, "warmup": args.warmup,
-                     "peak_tflops": args.peak_tflops, "seed": args.seed, "compile_backend": args.compile_backend},  # fmt: skip
+                     "peak_tflops": args.peak_tflops, "seed": args.seed, "compile_backend": args.compile_backend,
+                     "fp8_granularity": args.fp8_granularity},  # fmt: skip
         "setup": {},
         "cases": [],
     }

@@ -1,16 +1,34 @@
-"""benchmarks/gpu_bench.py --tiny on CPU: the real command, every case, checked for shape and parity, never for speed."""
+"""benchmarks/gpu_bench.py --tiny on CPU: the real command, every case, checked for shape and parity, never for speed.
+
+The fp8 case needs a CUDA GPU of compute capability >= 8.9, so here it is a skip record; with
+torchao installed, it also runs for real on CPU with torchao's GPU check lifted (torch's CPU
+_scaled_mm does the float8 matmuls), so the code a GPU slot runs has run once before.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 ROOT = Path(__file__).parents[2]
-CASES = ["eager", "levers", "compile_graph", "runtime_torch", "runtime_torch_compile", "runtime_ort", "runtime_trt"]
+CASES = ["eager", "levers", "compile_graph", "fp8", "runtime_torch", "runtime_torch_compile", "runtime_ort", "runtime_trt"]
 LEVERS = ["fp16 NCHW", "+ channels-last UNet, TAESD", "+ fused q/k/v"]
+FP8_ROWS = ["fp8: per-tensor", "fp8: per-row, bf16 UNet"]
+
+
+@pytest.fixture(scope="module")
+def gpu_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path):
@@ -29,7 +47,8 @@ def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path):
     rows = report["cases"]
     assert {r["case"] for r in rows} == (set(CASES) - {"levers"}) | {f"levers: {lever}" for lever in LEVERS}
     skipped = {r["case"]: r["reason"] for r in rows if r["status"] != "ok"}
-    assert list(skipped) == ["runtime_trt"] and "CUDA" in skipped["runtime_trt"]  # ORT runs on its CPU provider here
+    assert set(skipped) == {"runtime_trt", "fp8"} and "CUDA" in skipped["runtime_trt"]  # ORT runs on its CPU provider here
+    assert "torchao" in skipped["fp8"]  # not installed, or installed and refusing a CPU
     ok = [r for r in rows if r["status"] == "ok"]
     for case in ("eager", "compile_graph", "runtime_torch", "runtime_torch_compile", "runtime_ort"):
         assert sorted((r["decoder"], r["batch"]) for r in ok if r["case"] == case) == [("taesd", 1), ("taesd", 2), ("vae", 1), ("vae", 2)], case
@@ -46,3 +65,54 @@ def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path):
     table = lines[header:]
     assert all(line.startswith("|") for line in table)  # the table is the last thing printed
     assert len(table) == 2 + len(rows)
+
+
+def test_fp8_filter_keeps_scaled_mm_shapes_and_leaves_time_embedding_and_torchao_128x128_out(gpu_bench: ModuleType):
+    import torch
+
+    per_tensor, per_row = gpu_bench.fp8_filter("tensor"), gpu_bench.fp8_filter("row")
+    for keep in (per_tensor, per_row):
+        assert keep(torch.nn.Linear(320, 1280), "down_blocks.0.attentions.0.proj_in")
+        assert not keep(torch.nn.Linear(320, 1280), "down_blocks.0.resnets.0.time_emb_proj")
+        assert not keep(torch.nn.Linear(320, 1280), "time_embedding.linear_1")
+        assert not keep(torch.nn.Linear(320, 100), "x") and not keep(torch.nn.Linear(40, 320), "x")  # not multiples of 16
+        assert not keep(torch.nn.Conv2d(320, 320, 3), "conv_in")
+    assert per_row(torch.nn.Linear(128, 128), "to_q") and not per_tensor(torch.nn.Linear(128, 128), "to_q")
+    assert per_tensor(torch.nn.Linear(128, 256), "to_q")
+
+
+def _lift_torchaos_gpu_check(gpu_bench: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchao's quantize_ refuses float8 without CUDA >= 8.9; CPU _scaled_mm (torch 2.13) runs the matmuls anyway."""
+    quant_api = pytest.importorskip("torchao.quantization.quant_api")
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda granularities: None)
+    monkeypatch.setattr(gpu_bench, "fp8_unavailable", lambda device: None)
+
+
+def _tiny(out: Path, *args: str) -> list[str]:
+    return ["--tiny", "--device", "cpu", "--out", str(out), "--iters", "1", "--warmup", "0", "--batches", "1", *args]
+
+
+def test_fp8_case_runs_on_cpu_beside_compile_graph(gpu_bench: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    _lift_torchaos_gpu_check(gpu_bench, monkeypatch)
+    report = gpu_bench.main(_tiny(tmp_path, "--cases", "compile_graph,fp8", "--decoders", "taesd", "--fp8-granularity", "tensor,row"))
+
+    rows = {r["case"]: r for r in report["cases"]}
+    assert set(rows) == {"compile_graph", *FP8_ROWS} and all(r["status"] == "ok" for r in rows.values()), report["cases"]
+    unet = UNet2DConditionModel(**gpu_bench.sizes.TINY_UNET)
+    linear = [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear)]
+    time_embedding = [n for n in linear if "time_emb" in n]
+    assert time_embedding  # the tiny UNet has no 128x128 Linear: only these stay unquantised
+    for name, dtype in zip(FP8_ROWS, ("float32", "bfloat16")):
+        r = rows[name]
+        f = r["fp8"]
+        assert f["unet_dtype"] == dtype and f["linear_total"] == len(linear) and f["linear_quantised"] == len(linear) - len(time_embedding)
+        assert 0.1 < f["linear_share_of_unet_flops"] < 1
+        p, vs = r["parity"], r["vs_compile_graph"]
+        # FP8 moves the image (past fp32's 1e-4) but keeps it an image; compile_graph here equals the fp32 reference
+        assert p["finite"] and 1e-3 < p["max_abs_err_01"] < 0.1 and not p["pass"], p
+        assert abs(vs["max_abs_err_01"] - p["max_abs_err_01"]) <= 1e-4, (vs, p)
+    table = gpu_bench.format_table(report)
+    assert "FP8 beside compile_graph" in table and table.count("| fp8: per-") == 4  # its own table and the main one
