@@ -5,7 +5,7 @@
     python benchmarks/gpu_bench.py --out out/gpu_bench --cases eager,runtime_torch --decoders taesd --batches 1
     python benchmarks/gpu_bench.py --out out/gpu_bench --train       # + distillation step it/s (batch 16, bf16)
     python benchmarks/gpu_bench.py --out out/gpu_bench --compile-batches 1,4   # compiled cases at batch 4 too
-    python benchmarks/gpu_bench.py --out out/gpu_bench --cases compile_graph,fp8
+    python benchmarks/gpu_bench.py --out out/gpu_bench --cases compile_graph,fp8 --toy-quality out/demo/student
 
 On a lent GPU machine (PyTorch, transformers 5, accelerate and peft there; no diffusers, no
 network), carry diffusers as a wheel in the git-ignored .whl/ and install this repo without
@@ -59,6 +59,10 @@ Parity: each case's images against an fp32 run (TF32 off) of the same weights an
 inputs; max |a - b| on [0, 1] (unclipped), must be finite and <= 2/255 (fp16) or 1e-4
 (fp32). Writes OUT/gpu_bench.json after every row (a timeout keeps what finished) and
 prints a markdown table last.
+
+--toy-quality STUDENT_DIR adds the quality check FP8 needs beside image error: a toy
+student's alignment and FD (swiftbrush.toy's evaluator, 288 images, the same noise) with
+only its UNet changed: fp32, the bench dtype, and each FP8 granularity with its base dtype.
 """
 
 from __future__ import annotations
@@ -99,6 +103,7 @@ TINY_TAESD = dict(encoder_block_out_channels=(16,) * 4, decoder_block_out_channe
 TOLERANCE = {"fp16": 2 / 255, "fp32": 1e-4}  # max abs error on [0, 1] images against fp32
 # --fp8-granularity -> the fp8 case's row name. torchao takes per-row scales only from bf16 weights.
 FP8_ROWS = {"tensor": "fp8: per-tensor", "row": "fp8: per-row, bf16 UNet"}
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 # --- the student directory --------------------------------------------------------------
@@ -654,6 +659,59 @@ class Bench:
             for decoder in self.args.decoders:
                 self.generator_case("runtime_trt", self.work / f"engine-b{b}", "tensorrt", decoder, [b])
 
+    def toy_quality(self, student: Path) -> None:
+        """Alignment and FD of a toy student with its UNet in fp32, in the bench dtype, and in FP8 (with its base dtype).
+
+        Only the UNet changes from row to row (text encoder and VAE fp32, eager, the same noise),
+        so a row's difference from fp32 is the UNet's precision alone; no compile: quality only.
+        """
+        from swiftbrush.evaluate import score_fields, toy_prompts
+        from swiftbrush.student import OneStepPipeline, sample_student
+        from swiftbrush.toy.evaluator import Evaluator
+        from swiftbrush_runtime.manifest import read_manifest
+
+        print("toy quality:", flush=True)
+        prompts = toy_prompts(8)  # 288 images: the size of every toy figure in RESULTS.md
+        out: dict[str, Any] = {"student": str(student), "made_from": read_manifest(student, "student", verify=False).get("made_from"),
+                               "images": len(prompts), "seed": self.args.seed, "rows": []}  # fmt: skip
+        self.report["toy_quality"] = out
+        why = fp8_unavailable(self.device)
+        # (row label, UNet dtype, FP8 granularity or None): fp32 first (the others are compared with it),
+        # then the bench dtype, then each granularity after its base dtype.
+        variants: list[tuple[str, torch.dtype, str | None]] = [("fp32", torch.float32, None)]
+        for dtype, granularity in [(self.dtype, None)] + [(fp8_unet_dtype(g, self.dtype), g) for g in ([] if why else self.args.fp8_granularity)]:
+            if not any(d == dtype and g is None for _, d, g in variants):
+                variants.append((DTYPE_NAMES[dtype], dtype, None))
+            if granularity:
+                variants.append((FP8_ROWS[granularity], dtype, granularity))
+        evaluator = Evaluator.load()
+        fp32_images: np.ndarray | None = None
+        for label, dtype, granularity in variants:
+            t0 = time.perf_counter()
+            try:
+                pipe = OneStepPipeline.from_pretrained(student, device=self.device)
+                pipe.unet.to(dtype)
+                fp8 = quantise_fp8(pipe.unet, granularity) if granularity else None
+                images = sample_student(pipe, prompts, seed=self.args.seed)
+                row = {"unet": label, "status": "ok", **score_fields(evaluator.score(images, prompts))}
+            except Exception as e:
+                out["rows"].append({"unet": label, "status": "failed", "reason": one_line(e)})
+                print(f"  {label}: failed: {one_line(e)}", flush=True)
+                continue
+            fp32_images = images if label == "fp32" else fp32_images
+            if fp32_images is not None:
+                diff = np.abs(images.astype(np.int16) - fp32_images.astype(np.int16))
+                row.update(max_abs_diff_vs_fp32_uint8=int(diff.max()), mean_abs_diff_vs_fp32_uint8=round(float(diff.mean()), 3))
+            row.update(seconds=round(time.perf_counter() - t0, 1), **({"fp8": fp8} if fp8 else {}))
+            out["rows"].append(row)
+            print(f"  {label}: alignment {row['alignment']}, FD {row['fd']}, max |diff| vs fp32 {row.get('max_abs_diff_vs_fp32_uint8', '-')}/255", flush=True)
+            del pipe
+            free(self.device)
+        if why:
+            out["rows"].append({"unet": "fp8", "status": "skipped", "reason": why})
+            print(f"  fp8: skipped: {why}", flush=True)
+        self.save()
+
     def run_case(self, case: str) -> None:
         print(f"{case}:", flush=True)
         self.memory_base = torch.cuda.memory_allocated() if self.cuda else 0
@@ -751,7 +809,7 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{tr['it_per_s']} it/s, peak {mem}")  # fmt: skip
     elif tr:
         lines.append(f"Distillation step: {tr.get('status')}: {tr.get('reason')}")
-    lines += format_fp8(report["cases"])
+    lines += format_toy_quality(report.get("toy_quality")) + format_fp8(report["cases"])
     lines += [
         "",
         "| case | decoder | batch | text enc ms | UNet ms | decoder ms | e2e ms | e2e p90 ms | img/s | e2e floor ms | × floor | first call s | peak GiB | max err ×255 | ok |",
@@ -798,6 +856,22 @@ def format_fp8(cases: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def format_toy_quality(toy: dict[str, Any] | None) -> list[str]:
+    """--toy-quality's rows: the toy student's scores with only its UNet's precision changed."""
+    if not toy:
+        return []
+    if "rows" not in toy:
+        return ["", f"Toy quality: {toy.get('status')}: {toy.get('reason')}"]
+    lines = ["", f"Toy quality ({toy['student']}, {toy['images']} images, seed {toy['seed']}; only the UNet's precision changes):", "",
+             "| UNet | alignment | FD | max abs diff vs fp32 /255 | mean abs diff vs fp32 /255 |", "|---|---|---|---|---|"]  # fmt: skip
+    for r in toy["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['unet']} | {r['status']}: {r['reason']} | | | |")
+            continue
+        lines.append(f"| {r['unet']} | {r['alignment']:.4f} | {r['fd']:.2f} | {r.get('max_abs_diff_vs_fp32_uint8', '—')} | {r.get('mean_abs_diff_vs_fp32_uint8', '—')} |")
+    return lines
+
+
 # --- main --------------------------------------------------------------------------------
 
 
@@ -821,6 +895,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor; eager, i.e. dynamo capture only, with --tiny on CPU)")
     ap.add_argument("--fp8-granularity", type=_csv(str), default=list(FP8_ROWS),
                     help="the fp8 case's scales, comma list from tensor,row (row: the UNet in bf16, which torchao's per-row scales need)")  # fmt: skip
+    ap.add_argument("--toy-quality", type=Path, default=None, metavar="STUDENT_DIR",
+                    help="also score this toy student (alignment, FD) with its UNet in fp32, the bench dtype and FP8")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="where the student and exports go (default: a temp dir, removed)")
     ap.add_argument("--train", action="store_true", help="also time the distillation step (train_sd_size.py)")
@@ -836,6 +912,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(f"--decoders must be a comma list from {', '.join(DECODERS)}, got {','.join(args.decoders)}")
     if not args.fp8_granularity or any(g not in FP8_ROWS for g in args.fp8_granularity):
         ap.error(f"--fp8-granularity must be a comma list from {', '.join(FP8_ROWS)}, got {','.join(args.fp8_granularity)}")
+    if args.toy_quality and not all((args.toy_quality / f).is_file() for f in ("onestep.json", "manifest.json")):
+        ap.error(f"--toy-quality {args.toy_quality} is not a student directory (no onestep.json or manifest.json); `make demo` writes one to out/demo/student")
     args.compile_batches = args.compile_batches or (args.batches if args.tiny else [1])
     for name, batches in (("--batches", args.batches), ("--compile-batches", args.compile_batches)):
         if not batches or min(batches) < 1 or max(batches) > 64:
@@ -877,7 +955,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "settings": {"tiny": args.tiny, "precision": "fp16" if args.device.startswith("cuda") else "fp32", "cases": args.cases,
                      "decoders": args.decoders, "batches": args.batches, "compile_batches": args.compile_batches, "iters": args.iters, "warmup": args.warmup,
                      "peak_tflops": args.peak_tflops, "seed": args.seed, "compile_backend": args.compile_backend,
-                     "fp8_granularity": args.fp8_granularity},  # fmt: skip
+                     "fp8_granularity": args.fp8_granularity, "toy_quality": None if args.toy_quality is None else str(args.toy_quality)},  # fmt: skip
         "setup": {},
         "cases": [],
     }
@@ -890,6 +968,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             free(args.device)  # the fp32 copies
             for case in [c for c in CASES if c in args.cases and c not in COMPILED]:
                 bench.run_case(case)
+            if args.toy_quality:  # seconds, so before the compiled cases: a timeout there keeps it
+                try:
+                    bench.toy_quality(args.toy_quality)
+                except Exception as e:
+                    report["toy_quality"] = {"student": str(args.toy_quality), "status": "failed", "reason": one_line(e)}
+                    bench.save()
+                free(args.device)
         if args.train:  # before the compiled cases: their compile time is the hardest to predict
             print("train:", flush=True)
             report["train"] = train(args, args.device.startswith("cuda"))

@@ -31,10 +31,11 @@ def gpu_bench() -> ModuleType:
     return module
 
 
-def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path):
+def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path, tiny_student: Path):
     cmd = [
         sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--tiny", "--device", "cpu", "--out", str(tmp_path),
         "--cases", ",".join(CASES), "--decoders", "vae,taesd", "--batches", "1,2", "--iters", "1", "--warmup", "0",
+        "--toy-quality", str(tiny_student),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -60,7 +61,14 @@ def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path):
         assert set(r["timings"]) == {"text_encoder", "unet", "decoder", "end_to_end"}
         assert r["timings"]["end_to_end"]["floor_ms"] > 0 and r["peak_gib"] is None  # no GPU memory on CPU
 
+    toy = report["toy_quality"]  # the random tiny student scored in fp32; FP8 refused on CPU
+    assert toy["images"] == 288 and [r["unet"] for r in toy["rows"]] == ["fp32", "fp8"]
+    fp32, fp8 = toy["rows"]
+    assert fp32["status"] == "ok" and 0 <= fp32["alignment"] <= 1 and fp32["fd"] > 0 and fp32["max_abs_diff_vs_fp32_uint8"] == 0
+    assert fp8["status"] == "skipped" and fp8["reason"] == skipped["fp8"]
+
     lines = proc.stdout.strip().splitlines()
+    assert any(line.startswith("Toy quality (") for line in lines) and "| fp32 |" in proc.stdout
     header = next(i for i, line in enumerate(lines) if line.startswith("| case |"))
     table = lines[header:]
     assert all(line.startswith("|") for line in table)  # the table is the last thing printed
@@ -116,3 +124,17 @@ def test_fp8_case_runs_on_cpu_beside_compile_graph(gpu_bench: ModuleType, monkey
         assert abs(vs["max_abs_err_01"] - p["max_abs_err_01"]) <= 1e-4, (vs, p)
     table = gpu_bench.format_table(report)
     assert "FP8 beside compile_graph" in table and table.count("| fp8: per-") == 4  # its own table and the main one
+
+
+def test_toy_quality_scores_the_student_with_an_fp8_unet_on_cpu(gpu_bench: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_student: Path):
+    _lift_torchaos_gpu_check(gpu_bench, monkeypatch)
+    # per-row only: torch's CPU _scaled_mm takes minutes for per-tensor scales at 288 images (per-row: seconds)
+    report = gpu_bench.main(_tiny(tmp_path, "--cases", "runtime_trt", "--fp8-granularity", "row", "--toy-quality", str(tiny_student)))
+
+    toy = report["toy_quality"]
+    assert [r["unet"] for r in toy["rows"]] == ["fp32", "bf16", "fp8: per-row, bf16 UNet"] and all(r["status"] == "ok" for r in toy["rows"]), toy
+    fp32, bf16, fp8 = toy["rows"]
+    assert fp32["max_abs_diff_vs_fp32_uint8"] == 0 and "fp8" not in bf16
+    # the toy UNet's 128x128 layers are kept per-row; only the time-embedding ones stay out
+    assert fp8["fp8"]["granularity"] == "row" and 0 < fp8["fp8"]["linear_quantised"] < fp8["fp8"]["linear_total"]
+    assert fp8["mean_abs_diff_vs_fp32_uint8"] > 0 and all(0 <= r["alignment"] <= 1 and r["fd"] > 0 for r in toy["rows"])
