@@ -11,6 +11,7 @@ internal error.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def distill_cmd(teacher: str, prompts: str, out: Path, preset: str | None, resum
 
     config = build_config(preset, teacher, guidance_scale=guidance_scale, lora_guidance_scale=guidance_scale, **overrides)
     student = distill(teacher, prompts, out, config, resume=resume, overwrite=overwrite)
-    click.echo(f"student: {student}")
+    if os.environ.get("RANK", "0") == "0":  # one line for the run, not one per DDP rank
+        click.echo(f"student: {student}")
 
 
 @cli.command("demo")

@@ -242,6 +242,7 @@ def test_accelerate_cpu_launch_runs_two_ranks_that_agree(tiny_teacher, tmp_path)
     out = tmp_path / "cpu"
     proc = _accelerate_distill("--cpu", tiny_teacher, out, steps=3)
     assert "starting them with torch.distributed.run" in proc.stderr
+    assert proc.stdout.count("student: ") == 1  # the main rank reports the student, not every rank
     done = json.loads((out / "logs" / "train.jsonl").read_text().splitlines()[-1])
     assert len(done["weights_fingerprint_per_rank"]) == 2 and len(set(done["weights_fingerprint_per_rank"])) == 1
     assert json.loads((out / "run.json").read_text())["world_size"] == 2
