@@ -204,6 +204,10 @@ def main() -> None:
     }
     with atomic_dir(args.out, overwrite=True) as tmp:
         tiny.save_pretrained(tmp, safe_serialization=True)
+        # diffusers 0.39 saves a `block_out_channels` key that its own loader then warns about on every load.
+        config = json.loads((tmp / "config.json").read_text())
+        config.pop("block_out_channels", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (tmp / "training.json").write_text(json.dumps(info, indent=2) + "\n")
         for path in (tmp, *tmp.iterdir()):  # mkdtemp and safetensors make them private; this is a shipped asset
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
