@@ -69,7 +69,10 @@ def load_student(path: Path | str, verify: bool = True) -> Student:
     info = check_student_dir(path, verify=verify)
     import torch
     from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
+    bars = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()  # a second of "Loading pipeline components" bar says nothing to an exporter
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             info.path, torch_dtype=torch.float32, use_safetensors=True, safety_checker=None, feature_extractor=None, requires_safety_checker=False
@@ -77,6 +80,9 @@ def load_student(path: Path | str, verify: bool = True) -> Student:
     except Exception as e:  # truncated or mismatched weights: one line, not a traceback
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InvalidModelError(f"student weights in {info.path} do not load ({first}); re-run `swiftbrush distill` or re-copy the directory") from None
+    finally:
+        if bars:
+            diffusers_logging.enable_progress_bar()
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.eval().requires_grad_(False)
     return Student(info, pipe)
