@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from swiftbrush_export import graphs
-from swiftbrush_export.specs import GraphSpec, Shapes, check_shapes, decoder_spec, text_encoder_spec, unet_fp32_nodes, unet_spec
+from swiftbrush_export.specs import GraphSpec, Shapes, check_shapes, decoder_spec, text_encoder_spec, unet_spec
+from swiftbrush_export.specs import fp32_layers as fp32_layer_policy
 from swiftbrush_export.student import ONESTEP, Student, check_student_dir, load_student
 from swiftbrush_runtime.errors import InvalidArgumentError
 from swiftbrush_runtime.manifest import atomic_dir, check_out_dir, write_manifest
@@ -98,14 +99,14 @@ def export_onnx(
         batch, one.resolution if height is None else height, one.resolution if width is None else width, dynamic, one.vae_scale_factor
     )
     unet_config = json.loads((info.path / "unet" / "config.json").read_text())
-    fp32_nodes = unet_fp32_nodes(fp32_layers, len(unet_config.get("up_block_types", ())))
+    keep_fp32 = fp32_layer_policy(fp32_layers, len(unet_config.get("up_block_types", ())))
 
     started = time.perf_counter()
     loaded = load_student(info.path, verify=False)
     text_width = int(loaded.pipeline.text_encoder.config.hidden_size)
     specs = [
-        text_encoder_spec(shapes, keep_fp32=fp32_layers == "auto"),
-        unet_spec(shapes, one.latent_channels, text_width, fp32_nodes),
+        text_encoder_spec(shapes, keep_fp32=keep_fp32["text_encoder"] == ("*",)),
+        unet_spec(shapes, one.latent_channels, text_width, keep_fp32["unet"]),
         decoder_spec(shapes, one.latent_channels),
     ]
     if taesd_dir is not None:
@@ -130,7 +131,7 @@ def export_onnx(
             dtype=dtype,
             opset=opset,
             decoder=decoder,
-            fp32_layers=(list(fp32_nodes) + [f"{s.name}/*" for s in specs if s.fp32_graph]) if dtype == "fp16" else [],
+            fp32_layers={name: list(kept) for name, kept in keep_fp32.items() if kept} if dtype == "fp16" else {},
             batch={"min": shapes.batch_range()[0], "opt": shapes.batch_range()[1], "max": shapes.batch_range()[2]},
             height=shapes.height,
             width=shapes.width,

@@ -140,6 +140,11 @@ def unet_fp32_nodes(policy: str, n_up_blocks: int) -> tuple[str, ...]:
     return tail + extra
 
 
+def fp32_layers(policy: str, n_up_blocks: int) -> dict[str, tuple[str, ...]]:
+    """What an --fp32-layers policy keeps fp32 in fp16 graphs, per graph: node-name prefixes, ("*",) for all of it."""
+    return {"text_encoder": ("*",) if policy == "auto" else (), "unet": unet_fp32_nodes(policy, n_up_blocks)}
+
+
 def unet_spec(shapes: Shapes, latent_channels: int, text_width: int, fp32_nodes: tuple[str, ...] = ("/x0/",)) -> GraphSpec:
     """The one-step student: (noise, text) -> decoder-ready latent, T fixed, no CFG batch."""
     b, lat = shapes.batch_range(), shapes.latent_range()

@@ -92,7 +92,7 @@ def test_fp16_graph_keeps_precision_sensitive_ops_fp32(onnx_fp16: Path):
     x0 = [n for n in model.graph.node if n.name.startswith("/x0/") and n.op_type in ("Sub", "Mul")]
     assert x0 and all(types.get(n.output[0], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for n in x0)
     # "auto" keeps the text encoder fp32 (its fp16 rounding alone moved a toy image by 1.26/255)
-    assert "text_encoder/*" in m["fp32_layers"]
+    assert m["fp32_layers"]["text_encoder"] == ["*"]
     text = onnx.load(str(onnx_fp16 / "text_encoder/model.onnx"))
     assert not any(t.data_type == onnx.TensorProto.FLOAT16 for t in text.graph.initializer)
 
@@ -103,7 +103,7 @@ def test_fp16_unet_policy_converts_the_text_encoder(tiny_student: Path, tmp_path
     from swiftbrush_export.onnx_export import export_onnx
 
     m = export_onnx(tiny_student, tmp_path / "unet", dtype="fp16", fp32_layers="unet")
-    assert "text_encoder/*" not in m["fp32_layers"] and "/unet/conv_in" in m["fp32_layers"]
+    assert "text_encoder" not in m["fp32_layers"] and "/unet/conv_in" in m["fp32_layers"]["unet"]
     text = onnx.load(str(tmp_path / "unet" / "text_encoder/model.onnx"))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in text.graph.initializer)
 
@@ -195,7 +195,7 @@ def test_opset16_fp16_for_jetpack5(tiny_student: Path, tmp_path: Path):
     from swiftbrush_runtime import Generator
 
     m = export_onnx(tiny_student, tmp_path / "o16", dtype="fp16", opset=16, fp32_layers="none")
-    assert m["fp32_layers"] == ["/x0/"]
+    assert m["fp32_layers"] == {"unet": ["/x0/"]}
     assert all("LayerNormalization" not in g["ops"] and g["optimized"] for g in m["graphs"].values())
     a = Generator.load(tmp_path / "o16").generate(["a red circle on a blue background", ""], seed=0, output="float")
     b = Generator.load(tiny_student, backend="torch").generate(["a red circle on a blue background", ""], seed=0, output="float")
