@@ -37,6 +37,9 @@ Cases, each for every --decoders and --batches (compiled ones for --compile-batc
   compile_graph  torch.compile (default mode, static shapes) on UNet and decoder, each stage
                  and the whole pipeline captured as a CUDA graph; first call = compile time.
                  Plain NCHW, cuDNN autotuner off: the anchor of ../shared/REFERENCE.md
+  compile_channels_last  compile_graph with the UNet and the decoders channels-last: whether
+                 Inductor's own GroupNorm/SiLU kernels make NHWC win for the KL VAE decoder,
+                 which the levers case measured 28% slower in NHWC without compile
   runtime_torch  swiftbrush_runtime.Generator, torch backend (levers + its CUDA graph), numpy in/out
   runtime_torch_compile  the same with torch.compile (default mode): the runtime's fastest torch path
   fp8            compile_graph with the UNet's Linear layers in FP8 (torchao 0.18 quantize_, float8
@@ -87,8 +90,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import export_sd_size as sizes  # noqa: E402  (sibling benchmark: SD 2.1-base and tiny configs)
 
-CASES = ("eager", "levers", "compile_graph", "fp8", "runtime_torch", "runtime_torch_compile", "runtime_ort", "runtime_trt")
-COMPILED = ("runtime_torch_compile", "compile_graph", "fp8")  # run last (longest) and at --compile-batches; fp8 after compile_graph, whose images it compares with
+CASES = ("eager", "levers", "compile_graph", "compile_channels_last", "fp8", "runtime_torch", "runtime_torch_compile", "runtime_ort", "runtime_trt")
+COMPILED = ("runtime_torch_compile", "compile_graph", "fp8", "compile_channels_last")  # run last (longest) and at --compile-batches; fp8 after compile_graph, whose images it compares with
 # The torch backend's levers, added one at a time in this order by the "levers" case.
 LEVERS = ("fp16 NCHW", "+ channels-last UNet, TAESD", "+ fused q/k/v")
 DECODERS = ("vae", "taesd")
@@ -455,12 +458,16 @@ class Bench:
         return {"resident_gib": round(resident or 0.0, 3), "peak_gib": round(peak, 3)}
 
     def torch_case(self, case: str) -> None:
-        """eager / compile_graph: the modules on the device in the bench dtype, one Stages per decoder."""
-        graph = case == "compile_graph" and self.cuda
+        """eager / compile_graph / compile_channels_last: the modules on the device in the bench dtype, one Stages per decoder."""
+        compiled = case in ("compile_graph", "compile_channels_last")
+        graph = compiled and self.cuda
         batches = self.args.compile_batches if case in COMPILED else self.args.batches
         models = on_device(self.models, self.device, self.dtype, ("text_encoder", "unet", *self.args.decoders))
+        if case == "compile_channels_last":
+            for name in ("unet", *self.args.decoders):
+                models[name].to(memory_format=torch.channels_last)
         for decoder in self.args.decoders:
-            st = Stages(models, decoder, self.onestep, compile=self.args.compile_backend if case == "compile_graph" else None)
+            st = Stages(models, decoder, self.onestep, compile=self.args.compile_backend if compiled else None)
             for b in batches:
                 result, image = self.time_stages(st, decoder, b, graph)
                 if case == "compile_graph":
@@ -716,7 +723,7 @@ class Bench:
         print(f"{case}:", flush=True)
         self.memory_base = torch.cuda.memory_allocated() if self.cuda else 0
         try:
-            if case in ("eager", "compile_graph"):
+            if case in ("eager", "compile_graph", "compile_channels_last"):
                 self.torch_case(case)
             else:
                 getattr(self, case)()

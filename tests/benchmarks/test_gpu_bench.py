@@ -18,7 +18,7 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).parents[2]
-CASES = ["eager", "levers", "compile_graph", "fp8", "runtime_torch", "runtime_torch_compile", "runtime_ort", "runtime_trt"]
+CASES = ["eager", "levers", "compile_graph", "compile_channels_last", "fp8", "runtime_torch", "runtime_torch_compile", "runtime_ort", "runtime_trt"]
 LEVERS = ["fp16 NCHW", "+ channels-last UNet, TAESD", "+ fused q/k/v"]
 FP8_ROWS = ["fp8: per-tensor", "fp8: per-row, bf16 UNet"]
 
@@ -51,7 +51,7 @@ def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path, tiny_stude
     assert set(skipped) == {"runtime_trt", "fp8"} and "CUDA" in skipped["runtime_trt"]  # ORT runs on its CPU provider here
     assert "torchao" in skipped["fp8"]  # not installed, or installed and refusing a CPU
     ok = [r for r in rows if r["status"] == "ok"]
-    for case in ("eager", "compile_graph", "runtime_torch", "runtime_torch_compile", "runtime_ort"):
+    for case in ("eager", "compile_graph", "compile_channels_last", "runtime_torch", "runtime_torch_compile", "runtime_ort"):
         assert sorted((r["decoder"], r["batch"]) for r in ok if r["case"] == case) == [("taesd", 1), ("taesd", 2), ("vae", 1), ("vae", 2)], case
     for lever in LEVERS:  # batch 1 only, each decoder
         assert sorted((r["decoder"], r["batch"]) for r in ok if r["case"] == f"levers: {lever}") == [("taesd", 1), ("vae", 1)], lever
