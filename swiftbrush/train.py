@@ -17,8 +17,9 @@ EMA -> save/load hooks -> optimisers -> data -> prepare -> resume -> loop.
 Run folder (`--out`):
 
     run.json                      teacher, prompts and config of the run
-    checkpoints/checkpoint-<N>/   student/, lora_teacher/, student_ema/, optimiser and
-                                  RNG states, trainer_state.json (step, data position, config)
+    checkpoints/checkpoint-<N>/   student/, lora_teacher/, student_ema/, optimizer_*.safetensors,
+                                  trainer_state.json (step, data position, config); no RNG
+                                  state is needed: randomness derives from (seed, step, rank)
     logs/train.jsonl              one line per logged step; logs/loss_curve.png
     samples/step-<N>.png          the EMA student on the first prompts, at each checkpoint
     cache/text-embeddings-*/      the prompts' text embeddings (safetensors)
@@ -27,7 +28,8 @@ Run folder (`--out`):
 For teachers too large for DDP on one GPU each, run the same command under an
 accelerate FSDP config (`accelerate config`, FSDP with SHARDED_STATE_DICT and
 `fsdp_use_orig_params: true` so peft's frozen and trainable parameters can share
-a shard); checkpoints then go through accelerate's FSDP state-dict path.
+a shard); checkpoints then go through accelerate's FSDP state-dict path (its
+optimiser files are torch pickles, read back with weights_only).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -53,11 +55,13 @@ from swiftbrush.config import DistillConfig
 from swiftbrush.errors import InvalidArgumentError, SwiftBrushError
 from swiftbrush.launch import lone_accelerate_cpu_rank
 from swiftbrush.losses import cfg, eps_to_x0, lora_denoising_loss, sds_loss, vsd_loss
+from swiftbrush.optim_state import load_optimizer_state, save_optimizer_state
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
+SCALER_FILE = "grad_scaler.json"  # fp16 loss scale, only with --mixed-precision fp16 on CUDA
 RUN_FILE = "run.json"
 RUN_ENTRIES = (RUN_FILE, "checkpoints", "logs", "samples", "cache", "student")  # what --overwrite removes
 
@@ -275,7 +279,7 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
             overwrite: bool = False, student_dir: str | Path | None = None) -> Path:  # fmt: skip
     """Run (or resume) a distillation and write the student (default `out/student`); returns its path."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
+    from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
     from diffusers import UNet2DConditionModel
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
@@ -321,21 +325,17 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
                    model_cls=UNet2DConditionModel, model_config=student.config)  # fmt: skip
     ema.to(accelerator.device)
 
-    # 4. Save/load hooks: models go to safetensors folders, not accelerate's default pickles.
-    def save_hook(models: list[Any], weights: list[Any], output_dir: str) -> None:
-        if main:
-            root = Path(output_dir)
-            accelerator.unwrap_model(student).save_pretrained(root / "student", safe_serialization=True)
-            ema.save_pretrained(root / "student_ema")
-            if not config.sds:
-                _save_lora(accelerator.unwrap_model(teacher_unet), root / "lora_teacher")
-        while weights:
-            weights.pop()
+    # 4. Checkpoint contents. Models go to safetensors folders, not accelerate's default pickles;
+    # under FSDP accelerate's save_state/load_state gather and shard them through these hooks.
+    def write_models(root: Path) -> None:
+        accelerator.unwrap_model(student).save_pretrained(root / "student", safe_serialization=True)
+        ema.save_pretrained(root / "student_ema")
+        if not config.sds:
+            _save_lora(accelerator.unwrap_model(teacher_unet), root / "lora_teacher")
 
-    def load_hook(models: list[Any], input_dir: str) -> None:
+    def read_models(root: Path) -> None:
         from safetensors.torch import load_file
 
-        root = Path(input_dir)
         unwrapped = accelerator.unwrap_model(student)
         unwrapped.load_state_dict(load_file(root / "student" / "diffusion_pytorch_model.safetensors"))
         with _quiet_diffusers():  # EMA bookkeeping rides in the UNet config; diffusers warns about it
@@ -344,6 +344,15 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
         ema.to(accelerator.device)
         if not config.sds:
             _load_lora(accelerator.unwrap_model(teacher_unet), root / "lora_teacher")
+
+    def save_hook(models: list[Any], weights: list[Any], output_dir: str) -> None:
+        if main:
+            write_models(Path(output_dir))
+        while weights:
+            weights.pop()
+
+    def load_hook(models: list[Any], input_dir: str) -> None:
+        read_models(Path(input_dir))
         while models:
             models.pop()
 
@@ -373,6 +382,30 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     trainer = VSDTrainer(config, accelerator, student, teacher_unet, opt_student, opt_lora, ema, teacher.scheduler.alphas_cumprod, embeddings.empty)
 
     # 8. Resume.
+    optimizers = {"optimizer_student": opt_student} if config.sds else {"optimizer_student": opt_student, "optimizer_lora": opt_lora}
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+
+    def write_state(folder: Path) -> None:
+        """Models, optimisers (safetensors) and the fp16 grad scaler (JSON); accelerate's own format under FSDP."""
+        if fsdp:  # sharded optimiser state needs accelerate's FSDP path (which pickles it)
+            accelerator.save_state(str(folder))
+        elif main:
+            write_models(folder)
+            for name, opt in optimizers.items():
+                save_optimizer_state(opt.state_dict(), folder / f"{name}.safetensors")
+            if accelerator.scaler is not None:
+                _write_json(folder / SCALER_FILE, accelerator.scaler.state_dict())
+
+    def read_state(folder: Path) -> None:
+        if fsdp or not (folder / "optimizer_student.safetensors").is_file():
+            accelerator.load_state(str(folder))  # FSDP, or a checkpoint written by accelerate's save_state
+            return
+        read_models(folder)
+        for name, opt in optimizers.items():
+            opt.load_state_dict(load_optimizer_state(folder / f"{name}.safetensors"))
+        if accelerator.scaler is not None and (folder / SCALER_FILE).is_file():
+            accelerator.scaler.load_state_dict(json.loads((folder / SCALER_FILE).read_text()))
+
     run_info = {
         "teacher": str(teacher_source), "teacher_path": str(teacher.path), "teacher_fingerprint": teacher_id,
         "prompts": prompt_set.source, "prompts_digest": prompt_set.digest(), "prompts_count": len(prompt_set),
@@ -386,7 +419,7 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     if ckpt is not None:
         state = json.loads((ckpt / STATE_FILE).read_text())
         check_resume(state, config, teacher_id, prompt_set.digest(), accelerator.num_processes, ckpt)
-        accelerator.load_state(str(ckpt))
+        read_state(ckpt)
         start_step, nan_total = int(state["step"]), int(state.get("nan_steps", 0))
         if main:
             logger.info("resumed from %s (step %d)", ckpt, start_step)
@@ -396,7 +429,7 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     accelerator.wait_for_everyone()
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(accelerator, out, step, {**run_info, "step": step, "data_position": order.position(step), "nan_steps": nan_total}, config.checkpoints_keep)
+        save_checkpoint(accelerator, out, step, write_state, {**run_info, "step": step, "data_position": order.position(step), "nan_steps": nan_total}, config.checkpoints_keep)
         if main:
             log.draw_curve()
             if config.sample_prompts:
@@ -488,8 +521,8 @@ def make_optimizers(config: DistillConfig, student: Any, teacher_unet: Any) -> t
     return opt_student, torch.optim.Adam(lora_params, lr=config.lora_lr, betas=config.adam_betas, weight_decay=config.weight_decay)
 
 
-def save_checkpoint(accelerator: Any, out: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """checkpoint-<step>/ via accelerate (hooks write the models), built under a temporary name and renamed."""
+def save_checkpoint(accelerator: Any, out: Path, step: int, write_state: Callable[[Path], None], state: dict[str, Any], keep: int) -> Path:
+    """checkpoint-<step>/: `write_state` fills a temporary folder on every rank, which is then renamed (atomic)."""
     root = out / "checkpoints"
     final = root / f"{CHECKPOINT_PREFIX}{step}"
     tmp = root / f".tmp-{CHECKPOINT_PREFIX}{step}"
@@ -497,7 +530,7 @@ def save_checkpoint(accelerator: Any, out: Path, step: int, state: dict[str, Any
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    write_state(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json(tmp / STATE_FILE, state)

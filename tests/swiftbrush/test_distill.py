@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from swiftbrush.cli import cli
+from swiftbrush.optim_state import load_optimizer_state
 
 ROOT = Path(__file__).parents[2]
 needs_toy_teacher = pytest.mark.skipif(
@@ -82,8 +83,10 @@ def test_run_folder_has_logs_curve_samples_and_checkpoints(finished_run):
     assert (finished_run / "logs" / "loss_curve.png").is_file()
     assert sorted(p.name for p in (finished_run / "samples").iterdir()) == ["step-000002.png", "step-000004.png"]
     ckpt = finished_run / "checkpoints" / "checkpoint-4"
-    for part in ("student", "student_ema", "lora_teacher", "optimizer.bin", "optimizer_1.bin", "random_states_0.pkl"):
+    for part in ("student", "student_ema", "lora_teacher", "optimizer_student.safetensors", "optimizer_lora.safetensors"):
         assert (ckpt / part).exists(), part
+    pickles = [p.name for p in ckpt.rglob("*") if p.suffix in (".bin", ".pkl", ".pt", ".pth")]
+    assert not pickles, f"checkpoint holds pickles: {pickles}"
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["step"] == 4 and state["data_position"] == 16 and state["config"]["preset"] == "toy"
     assert not list((finished_run / "checkpoints").glob(".tmp-*"))
@@ -268,11 +271,9 @@ def test_distill_the_toy_teacher_for_two_steps(tmp_path):
 
 def test_several_lora_updates_per_student_update(tiny_teacher, tmp_path):
     """--lora-updates N: the LoRA teacher's optimiser steps N times per training step."""
-    import torch
-
     out = tmp_path / "ttur"
     assert distill(tiny_teacher, out, "--max-steps", "2", "--checkpoint-every", "2", "--lora-updates", "3").exit_code == 0
     ckpt = out / "checkpoints" / "checkpoint-2"
-    student_opt, lora_opt = (torch.load(ckpt / f, weights_only=True) for f in ("optimizer.bin", "optimizer_1.bin"))
+    student_opt, lora_opt = (load_optimizer_state(ckpt / f"optimizer_{n}.safetensors") for n in ("student", "lora"))
     assert {int(s["step"]) for s in student_opt["state"].values()} == {2}
     assert {int(s["step"]) for s in lora_opt["state"].values()} == {6}
