@@ -439,9 +439,11 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     # 9. The loop.
     nan_run = 0
     started = time.time()
-    # Redrawn in place on a terminal; in a log file (make demo > log) one line every 30 s, not per step.
+    # Redrawn in place on a terminal; in a log file (make demo > log) one line every 30 s, not per step
+    # (maxinterval too: tqdm's monitor thread otherwise forces a line every 10 s).
+    interval = 0.1 if sys.stderr.isatty() else 30.0
     bar = tqdm(total=config.max_steps, initial=start_step, disable=not main, desc="distill", dynamic_ncols=True,
-               mininterval=0.1 if sys.stderr.isatty() else 30.0)
+               mininterval=interval, maxinterval=max(interval, 10.0))
     for step in range(start_step, config.max_steps):
         cond = embeddings.get(order.indices(step)).to(accelerator.device)
         logs, ok = trainer.train_step(cond, step_generator(config.seed, step, accelerator.process_index))
