@@ -94,10 +94,9 @@ class VSDTrainer:
         self.ema = ema
         self.alphas = alphas_cumprod.to(accelerator.device, torch.float32)
         self.empty = empty_emb.to(accelerator.device)
+        # No-grad teacher calls bypass DDP; unwrapped once (unwrap_model walks the module tree: ~3% of a toy step).
+        self.teacher = accelerator.unwrap_model(lora_unet)
 
-    @property
-    def teacher(self) -> Any:
-        return self.accelerator.unwrap_model(self.lora_unet)
 
     def predict_eps(self, unet: Any, latents: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
         """Every UNet call of the method: eps, classifier-free guided when scale != 1 (one batched call)."""
@@ -321,7 +320,7 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     student, teacher_unet = make_models(config, teacher.unet, weight_dtype)
 
     # 3. EMA of the student (the released weights).
-    ema = EMAModel(student.parameters(), decay=config.ema_decay, use_ema_warmup=config.ema_warmup,
+    ema = EMAModel(student.parameters(), decay=config.ema_decay, use_ema_warmup=config.ema_warmup, foreach=True,
                    model_cls=UNet2DConditionModel, model_config=student.config)  # fmt: skip
     ema.to(accelerator.device)
 
@@ -515,12 +514,18 @@ def make_models(config: DistillConfig, teacher_unet: Any, weight_dtype: torch.dt
 
 
 def make_optimizers(config: DistillConfig, student: Any, teacher_unet: Any) -> tuple[Any, Any]:
-    """Adam, constant lr, no weight decay (SwiftBrush); no LoRA optimiser for SDS."""
-    opt_student = torch.optim.Adam(student.parameters(), lr=config.student_lr, betas=config.adam_betas, weight_decay=config.weight_decay)
+    """Adam, constant lr, no weight decay (SwiftBrush); no LoRA optimiser for SDS.
+
+    torch's fused Adam (one kernel for all tensors, CPU and CUDA): the same update, up to float
+    rounding, as the per-tensor Python loop torch picks by default on CPU (286 tensors in the toy UNet).
+    """
+    def adam(params: Any, lr: float) -> torch.optim.Adam:
+        return torch.optim.Adam(params, lr=lr, betas=config.adam_betas, weight_decay=config.weight_decay, fused=True)
+
+    opt_student = adam(student.parameters(), config.student_lr)
     if config.sds:
         return opt_student, None
-    lora_params = [p for p in teacher_unet.parameters() if p.requires_grad]
-    return opt_student, torch.optim.Adam(lora_params, lr=config.lora_lr, betas=config.adam_betas, weight_decay=config.weight_decay)
+    return opt_student, adam([p for p in teacher_unet.parameters() if p.requires_grad], config.lora_lr)
 
 
 def save_checkpoint(accelerator: Any, out: Path, step: int, write_state: Callable[[Path], None], state: dict[str, Any], keep: int) -> Path:
