@@ -131,9 +131,10 @@ PRESETS: dict[str, DistillConfig] = {
     # - CFG 3.0 on both predictions; 4.5 (SD's) and 2.5 gave far worse FD, 2.0 no better within noise.
     # - LoRA on every attention projection and the ResNet convolutions (rank 16): with only
     #   to_q/to_v the LoRA teacher could not follow the student and VSD diverged after ~150 steps.
-    # - batch 32 for 320 steps (~0.85 s a step, under 5 minutes): batch 32 gave 0.879 / 230 at
-    #   300 steps and 0.899 / 220 at 400 (6+ min), batch 16 0.861 / 224 at 550 steps; student
-    #   lr 1e-4, LoRA lr 3e-3 and 2 LoRA updates per step were each worse.
+    # - batch 32 for 300 steps (0.8-1.0 s a step on a 2-vCPU VM whose speed varies by day): 3-seed
+    #   means 0.866 / 244 at 300 steps, 0.860 / 232 at 320 (the same within noise, but 261-313 s),
+    #   0.882 / 213 at 400 (6+ min); FD stays at 213-224 up to 1000 steps. Batch 16 gave 0.861 / 224
+    #   at 550 steps; student lr 1e-4, LoRA lr 3e-3 and 2 LoRA updates per step were each worse.
     # - EMA with warmup, since the run is short.
     "toy": dataclasses.replace(
         _PAPER,
@@ -146,7 +147,7 @@ PRESETS: dict[str, DistillConfig] = {
         student_lr=5e-5,
         lora_lr=1e-3,
         batch_size=32,
-        max_steps=320,
+        max_steps=300,
         ema_decay=0.99,
         ema_warmup=True,
         checkpoint_every=100,
