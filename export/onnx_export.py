@@ -17,8 +17,16 @@ What comes from where:
   returns eps): the timestep is fixed at T and folded away, there is no CFG batch,
   and the eps -> x0 -> `x0 / scaling_factor` conversion is inside the graph (in fp32
   even in fp16 graphs), so the runtime goes noise -> UNet -> decoder with no math in
-  between. ORTStableDiffusionPipeline loads the folder, but its multi-step sampler
-  cannot drive this UNet: the one-step conversion is explicit (DMD2 #42);
+  between. Its output is named `out_sample` and it declares an unused `timestep`, so
+  optimum's ORTStableDiffusionPipeline runs the folder as it is, in one step:
+
+      pipe = ORTStableDiffusionPipeline.from_pretrained("out/onnx")
+      image = pipe(prompt, num_inference_steps=1, guidance_scale=0.0).images[0]
+
+  (the folder's scheduler is DDIM with trailing spacing and prediction_type "sample",
+  and `vae_decoder/config.json` says scaling_factor 1.0 because the graph has already
+  divided; onestep.json keeps the VAE's real factor). More steps or CFG are not
+  meaningful for this graph;
 - with --decoder taesd, a tiny autoencoder decoder (`taesd_decoder/`, diffusers
   AutoencoderTiny) beside the VAE decoder, with the same input;
 - cleanup, fp16 with fp32 islands, TensorRT op checks, external data: graphs.py.
@@ -350,9 +358,18 @@ def _finish_graph(root: Path, spec: GraphSpec, dtype: str, optimize: bool) -> di
 def _write_configs(student: Student, out: Path) -> None:
     """The non-graph files: tokenizer (verbatim, with tokenizer.json), scheduler, model_index, onestep."""
     src = student.info.path
+    from swiftbrush.student import one_step_scheduler
+
     shutil.copytree(src / "tokenizer", out / "tokenizer")
+    # optimum's pipeline, num_inference_steps=1: DDIM runs the graph once at t = 999 and, since
+    # the graph already returns the decoder's input, takes its output as the sample ...
+    student.pipeline.scheduler = one_step_scheduler(student.pipeline.scheduler.config, prediction_type="sample")
     student.pipeline.scheduler.save_pretrained(out / "scheduler")
     student.pipeline.save_config(out)
+    # ... and decodes latents / scaling_factor: in this folder the UNet graph has divided already.
+    decoder_config = out / "vae_decoder" / "config.json"
+    config = json.loads(decoder_config.read_text())
+    decoder_config.write_text(json.dumps({**config, "scaling_factor": 1.0}, indent=2) + "\n")
     (out / ONESTEP).write_text(json.dumps(student.onestep.to_json(), indent=2) + "\n")
 
 

@@ -151,13 +151,13 @@ def unet_spec(shapes: Shapes, latent_channels: int, text_width: int, fp32_nodes:
     return GraphSpec(
         name="unet",
         inputs={"sample": "float32", "encoder_hidden_states": "float32"},
-        outputs=("latent_sample",),
+        outputs=("out_sample",),  # optimum's name for the UNet output (here: the decoder-ready latent)
         dynamic_axes=_dyn(
             shapes,
             {
                 "sample": {0: "batch_size", 2: "height", 3: "width"},
                 "encoder_hidden_states": {0: "batch_size"},
-                "latent_sample": {0: "batch_size", 2: "height", 3: "width"},
+                "out_sample": {0: "batch_size", 2: "height", 3: "width"},
             },
         ),
         profile={

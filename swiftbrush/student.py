@@ -14,6 +14,12 @@ a multi-step scheduler must never drive this UNet. Math, with a_T = alphas_cumpr
     z ~ N(0, I);  eps = unet(z, T, text);  x0 = (z - sqrt(1 - a_T) eps) / sqrt(a_T)
     image = vae.decode(x0 / scaling_factor)
 
+Its scheduler is `one_step_scheduler(...)` (DDIM, trailing spacing, final alpha 1), so
+diffusers' own pipeline makes the same image, bit for bit, as SD-Turbo users call it:
+
+    pipe = StableDiffusionPipeline.from_pretrained("out/toy/student")
+    image = pipe(prompt, num_inference_steps=1, guidance_scale=0.0).images[0]
+
 `manifest.json` is written last, inside an atomic directory write.
 """
 
@@ -36,6 +42,20 @@ from swiftbrush.prompts import encode_text
 
 ONESTEP = "onestep.json"
 LATENT_CHANNELS = 4
+
+
+def one_step_scheduler(config: Any, prediction_type: str = "epsilon") -> Any:
+    """The scheduler a student folder ships: with it `num_inference_steps=1` is exactly `one_step_x0`.
+
+    DDIM with trailing spacing runs its single step at t = 999 and, with the final alpha
+    set to 1, returns the x0 above (the teacher's own scheduler would run it at t = 1;
+    Euler's trailing init_noise_sigma of sigma_T instead of sqrt(sigma_T^2 + 1) is ~1% off).
+    `config` is any SD scheduler's config (DDPM, PNDM, DDIM, Euler): the betas carry over.
+    `prediction_type="sample"` is for a UNet graph that already returns the latent (the ONNX folder).
+    """
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(config, timestep_spacing="trailing", set_alpha_to_one=True, prediction_type=prediction_type)
 
 
 def initial_latents(seed: int, batch: int, channels: int, h: int, w: int) -> np.ndarray:
@@ -91,7 +111,7 @@ class OneStepPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, student_dir: str | Path, torch_dtype: Any = None, device: Any = None, **_: Any) -> "OneStepPipeline":  # type: ignore[override]
         """Load a student directory written by `swiftbrush distill` (safetensors only)."""
-        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
         from swiftbrush_runtime.manifest import read_manifest
@@ -105,7 +125,7 @@ class OneStepPipeline(DiffusionPipeline):
             vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32, use_safetensors=True)
             text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, use_safetensors=True)
             tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
-            scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+            scheduler = one_step_scheduler(DDIMScheduler.load_config(path, subfolder="scheduler"))
         except Exception as e:  # truncated or foreign files: one line, not a traceback
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InvalidModelError(f"student in {path} does not load ({first}); rebuild it with `swiftbrush distill`") from None
@@ -198,7 +218,7 @@ def write_student(out: Path, unet: Any, teacher: Any, guidance_scale: float, mad
     with atomic_dir(Path(out), overwrite=overwrite) as tmp:
         pipe = StableDiffusionPipeline(
             vae=teacher.vae, text_encoder=teacher.text_encoder, tokenizer=teacher.tokenizer, unet=unet,
-            scheduler=teacher.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            scheduler=one_step_scheduler(teacher.scheduler.config), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )  # fmt: skip
         pipe.save_pretrained(tmp, safe_serialization=True)
         # The teacher's own tokenizer files (they include tokenizer.json, which the torch-free runtime reads).

@@ -24,6 +24,7 @@ def make_tiny_student(out: Path, seed: int = 0) -> Path:
     from diffusers import AutoencoderKL, AutoencoderTiny, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    from swiftbrush.student import one_step_scheduler
     from swiftbrush.toy import models
     from swiftbrush.toy.vocab import write_tokenizer
     from swiftbrush_runtime.manifest import write_manifest
@@ -46,7 +47,7 @@ def make_tiny_student(out: Path, seed: int = 0) -> Path:
     # and the fp16 comparisons see realistic activation sizes.
     with torch.no_grad():
         vae.decoder.conv_out.weight.mul_(4.0)
-    scheduler = DDPMScheduler.from_config(models.SCHEDULER_CONFIG)
+    scheduler = one_step_scheduler(models.SCHEDULER_CONFIG)  # as write_student
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -80,6 +81,7 @@ def student_from_teacher(teacher: Path, out: Path) -> Path:
 
     Not a good student (one step of a multi-step teacher), but exactly the structure,
     weights and activation sizes of a trained model, which is what export parity needs.
+    It keeps the teacher's scheduler, as students written before `one_step_scheduler` did.
     """
     import shutil
 

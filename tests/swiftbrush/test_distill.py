@@ -116,6 +116,27 @@ def test_one_step_pipeline_and_sample_student(finished_run):
     assert z.dtype == np.float32 and np.array_equal(z, np.random.default_rng(3).standard_normal((2, 4, 8, 8), dtype=np.float32))
 
 
+def test_diffusers_pipeline_makes_the_student_image_in_one_step(finished_run):
+    """diffusers' own pipeline on the student folder, called as for SD-Turbo, is the one-step student."""
+    import torch
+    from diffusers import DDPMScheduler, DiffusionPipeline
+
+    from swiftbrush.student import OneStepPipeline, initial_latents
+
+    student = finished_run / "student"
+    prompts = ["a red circle on a black background", "a blue square on a white background"]
+    z = torch.from_numpy(initial_latents(5, 2, 4, 8, 8))
+    ours = OneStepPipeline.from_pretrained(student)(prompts, latents=z, output_type="latent").images
+    pipe = DiffusionPipeline.from_pretrained(student)
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    theirs = pipe(prompts, num_inference_steps=1, guidance_scale=0.0, latents=z, output_type="latent").images
+    assert torch.equal(theirs, ours)
+    # the teacher's scheduler (leading spacing) would have run the single step at t = 1
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="leading", steps_offset=1)
+    wrong = pipe(prompts, num_inference_steps=1, guidance_scale=0.0, latents=z, output_type="latent").images
+    assert (wrong - ours).abs().max() > 0.1
+
+
 def test_resume_equals_an_uninterrupted_run(tiny_teacher, finished_run, tmp_path):
     out = tmp_path / "split"
     assert distill(tiny_teacher, out, "--max-steps", "2", "--checkpoint-every", "2").exit_code == 0
