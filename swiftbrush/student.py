@@ -35,7 +35,7 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from PIL import Image
 
-from swiftbrush.errors import InvalidModelError
+from swiftbrush.errors import InvalidArgumentError, InvalidModelError
 from swiftbrush_runtime.manifest import read_json
 from swiftbrush.losses import eps_to_x0
 from swiftbrush.prompts import encode_text
@@ -144,15 +144,30 @@ class OneStepPipeline(DiffusionPipeline):
         latents: Any = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 1,
+        guidance_scale: float = 0.0,
     ) -> Any:
-        """Images for `prompt`; `seed` draws the noise with numpy (as the runtime does), else `generator`."""
+        """Images for `prompt`; `seed` draws the noise with numpy (as the runtime does), else `generator`.
+
+        `num_inference_steps` and `guidance_scale` are accepted as StableDiffusionPipeline
+        callers pass them; only one step and no guidance (0 or 1) are what the student is.
+        """
         from diffusers.utils.torch_utils import randn_tensor
 
+        if num_inference_steps != 1:
+            raise InvalidArgumentError(f"a one-step student makes its image in one UNet call; num_inference_steps must be 1, got {num_inference_steps}")
+        if guidance_scale > 1:
+            raise InvalidArgumentError(f"the guidance is distilled into the student; guidance_scale must be 0 or 1, got {guidance_scale}")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         cfg = self.onestep
-        size = int(cfg["resolution"]) // int(cfg["vae_scale_factor"])
-        shape = (len(prompts), int(cfg.get("latent_channels", LATENT_CHANNELS)), size, size)
+        factor = int(cfg["vae_scale_factor"])
+        h, w = height or int(cfg["resolution"]), width or int(cfg["resolution"])
+        if h % factor or w % factor or h <= 0 or w <= 0:
+            raise InvalidArgumentError(f"height and width must be positive multiples of {factor}, got {h}x{w}")
+        shape = (len(prompts), int(cfg.get("latent_channels", LATENT_CHANNELS)), h // factor, w // factor)
         device = self._execution_device
         if latents is None:
             if seed is not None:

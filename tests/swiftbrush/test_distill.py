@@ -111,6 +111,15 @@ def test_one_step_pipeline_and_sample_student(finished_run):
     images = sample_student(finished_run / "student", prompts, seed=3)
     assert images.dtype == np.uint8 and images.shape == (2, 64, 64, 3)
     assert np.abs(images.astype(float) - np.round(a * 255)).max() <= 1
+    # StableDiffusionPipeline callers' arguments: one step, no guidance, another size
+    c = pipe(prompts, seed=3, output_type="np", num_inference_steps=1, guidance_scale=0.0).images
+    assert np.array_equal(a, c)
+    assert pipe(prompts[0], seed=3, output_type="np", height=32, width=48).images.shape == (1, 32, 48, 3)
+    from swiftbrush.errors import InvalidArgumentError
+
+    for bad in (dict(num_inference_steps=4), dict(guidance_scale=7.5), dict(height=60)):
+        with pytest.raises(InvalidArgumentError):
+            pipe(prompts[0], seed=3, **bad)
     # the numpy noise is what the torch-free runtime draws
     z = initial_latents(3, 2, 4, 8, 8)
     assert z.dtype == np.float32 and np.array_equal(z, np.random.default_rng(3).standard_normal((2, 4, 8, 8), dtype=np.float32))
