@@ -82,7 +82,12 @@ def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: 
 @click.option("--gradient-checkpointing", is_flag=True, default=None, help="Trade compute for memory in both UNets.")
 @click.option("--sds", is_flag=True, default=None, help="Ablation: SDS (no LoRA teacher) instead of VSD.")
 def distill_cmd(teacher: str, prompts: str, out: Path, preset: str | None, resume: bool, overwrite: bool, guidance_scale: float | None, **overrides) -> None:
-    """Distill a teacher into a one-step student (SwiftBrush VSD), no images needed."""
+    """Distill a teacher into a one-step student (SwiftBrush VSD), no images needed.
+
+    \b
+    OUT/student is a diffusers folder; besides swiftbrush eval/export/generate it runs in
+      StableDiffusionPipeline.from_pretrained(OUT/student)(prompt, num_inference_steps=1, guidance_scale=0.0)
+    """
     from swiftbrush.launch import relaunch_as_accelerate_cpu_ranks
 
     relaunch_as_accelerate_cpu_ranks()  # `accelerate launch --cpu --num_processes N` starts N ranks
