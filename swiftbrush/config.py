@@ -131,8 +131,9 @@ PRESETS: dict[str, DistillConfig] = {
     # - CFG 3.0 on both predictions; 4.5 (SD's) and 2.5 gave far worse FD, 2.0 no better within noise.
     # - LoRA on every attention projection and the ResNet convolutions (rank 16): with only
     #   to_q/to_v the LoRA teacher could not follow the student and VSD diverged after ~150 steps.
-    # - batch 32 for 300 steps (0.8-1.1 s a step on a 2-vCPU VM whose speed varies by day): 3-seed
-    #   means 0.866 / 244 at 300 steps, 0.860 / 232 at 320 (the same within noise, but 261-313 s),
+    # - batch 32 for 280 steps (0.8-1.1 s a step on a 2-vCPU VM whose speed varies by day; 300 steps
+    #   took 301 s in `make demo` on 2026-11-27): 3-seed means 0.876 / 252 at 280 steps, 0.866 / 244
+    #   at 300, 0.860 / 232 at 320 (the same within noise),
     #   0.882 / 213 at 400 (6+ min); FD stays at 213-224 up to 1000 steps. Training seed 1 gives
     #   0.848 / 306 (seed 0: 0.872 / 249), so single runs differing by under ~60 FD are noise.
     #   Batch 16 gave 0.861 / 224 at 550 steps; student lr 1e-4, LoRA lr 3e-3, 2 LoRA updates per
@@ -149,7 +150,7 @@ PRESETS: dict[str, DistillConfig] = {
         student_lr=5e-5,
         lora_lr=1e-3,
         batch_size=32,
-        max_steps=300,
+        max_steps=280,
         ema_decay=0.99,
         ema_warmup=True,
         checkpoint_every=100,
