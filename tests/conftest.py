@@ -110,6 +110,22 @@ def student_from_teacher(teacher: Path, out: Path) -> Path:
     return out
 
 
+def optimum_and_runtime_images(onnx_dir: Path, prompts: list[str], seed: int) -> tuple:
+    """optimum's ORTStableDiffusionPipeline (one step, no guidance) and the runtime on the same noise: NHWC in [0, 1]."""
+    import numpy as np
+    import torch
+    from optimum.onnxruntime import ORTStableDiffusionPipeline
+
+    from swiftbrush_runtime import Generator
+
+    pipe = ORTStableDiffusionPipeline.from_pretrained(onnx_dir)
+    gen = Generator.load(onnx_dir)
+    noise = torch.from_numpy(gen.noise(len(prompts), seed=seed))
+    theirs = pipe(prompts, num_inference_steps=1, guidance_scale=0.0, latents=noise, output_type="np").images
+    ours = np.clip(gen.generate(prompts, seed=seed, output="float") / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
+    return pipe, theirs, ours
+
+
 @pytest.fixture(scope="session")
 def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_student(tmp_path_factory.mktemp("student") / "student")

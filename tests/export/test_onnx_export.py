@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import optimum_and_runtime_images
 from swiftbrush_export.onnx_export import export_onnx, one_step_module
 from swiftbrush_export.student import load_student
 from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
@@ -108,23 +109,12 @@ def test_fp16_unet_policy_converts_the_text_encoder(tiny_student: Path, tmp_path
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in text.graph.initializer)
 
 
-@pytest.mark.parametrize("folder", ["onnx_fp32", "onnx_fp16"])
-def test_optimum_pipeline_makes_the_runtime_image(folder: str, request: pytest.FixtureRequest):
+@pytest.mark.parametrize("folder, batch", [("onnx_fp32", 2), ("onnx_fp16", 1)])
+def test_optimum_pipeline_makes_the_runtime_image(folder: str, batch: int, request: pytest.FixtureRequest):
     """optimum's own ORTStableDiffusionPipeline on the folder, called as for SD-Turbo, gives the runtime's image."""
-    import torch
-    from optimum.onnxruntime import ORTStableDiffusionPipeline
-
-    from swiftbrush_runtime import Generator
-
-    onnx_dir = request.getfixturevalue(folder)
-    pipe = ORTStableDiffusionPipeline.from_pretrained(onnx_dir)
+    pipe, images, ours = optimum_and_runtime_images(request.getfixturevalue(folder), ["a red circle on a blue background", "green square"][:batch], seed=4)
     assert type(pipe.unet).__name__ == "ORTUnet"
-    gen = Generator.load(onnx_dir)
-    prompts = ["a red circle on a blue background", "green square"][: gen.backend.max_batch]
-    noise = gen.noise(len(prompts), seed=4)
-    images = pipe(prompts, num_inference_steps=1, guidance_scale=0.0, latents=torch.from_numpy(noise), output_type="np").images
-    ours = np.clip(gen.generate(prompts, seed=4, output="float") / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
-    assert images.shape == ours.shape
+    assert images.shape == ours.shape == (batch, 64, 64, 3)
     assert np.abs(images - ours).max() < 1e-5
 
 

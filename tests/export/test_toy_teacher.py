@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import student_from_teacher
+from conftest import optimum_and_runtime_images, student_from_teacher
 
 # SWIFTBRUSH_TOY_TEACHER points the test at another teacher folder (e.g. a training snapshot).
 TEACHER = Path(os.environ.get("SWIFTBRUSH_TOY_TEACHER", Path(__file__).resolve().parents[2] / "swiftbrush" / "toy" / "assets" / "teacher"))
@@ -50,19 +50,12 @@ def test_toy_fp32_and_fp16_parity(toy_student: Path, tmp_path: Path):
 
 def test_a_student_with_its_teachers_scheduler_exports_a_one_step_folder(toy_student: Path, tmp_path: Path):
     """Students written before one_step_scheduler carry the teacher's scheduler; the export converts it."""
-    import torch
     from diffusers import DDPMScheduler
-    from optimum.onnxruntime import ORTStableDiffusionPipeline
 
     from swiftbrush_export.onnx_export import export_onnx
-    from swiftbrush_runtime import Generator
 
     assert DDPMScheduler.load_config(toy_student, subfolder="scheduler")["timestep_spacing"] == "leading"
     export_onnx(toy_student, tmp_path / "onnx", dtype="fp32", batch=2)
-    gen = Generator.load(tmp_path / "onnx")
-    pipe = ORTStableDiffusionPipeline.from_pretrained(tmp_path / "onnx")
+    pipe, images, ours = optimum_and_runtime_images(tmp_path / "onnx", PROMPTS[:2], seed=1)
     assert type(pipe.scheduler).__name__ == "DDIMScheduler" and pipe.scheduler.config.timestep_spacing == "trailing"
-    noise = gen.noise(2, seed=1)
-    images = pipe(PROMPTS[:2], num_inference_steps=1, guidance_scale=0.0, latents=torch.from_numpy(noise), output_type="np").images
-    ours = np.clip(gen.generate(PROMPTS[:2], seed=1, output="float") / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
-    assert np.abs(images - ours).max() < 1e-5
+    assert images.shape == ours.shape and np.abs(images - ours).max() < 1e-5
