@@ -357,9 +357,9 @@ def _finish_graph(root: Path, spec: GraphSpec, dtype: str, optimize: bool) -> di
 
 def _write_configs(student: Student, out: Path) -> None:
     """The non-graph files: tokenizer (verbatim, with tokenizer.json), scheduler, model_index, onestep."""
-    src = student.info.path
     from swiftbrush.student import one_step_scheduler
 
+    src = student.info.path
     shutil.copytree(src / "tokenizer", out / "tokenizer")
     # optimum's pipeline, num_inference_steps=1: DDIM runs the graph once at t = 999 and, since
     # the graph already returns the decoder's input, takes its output as the sample ...

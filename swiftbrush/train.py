@@ -97,7 +97,6 @@ class VSDTrainer:
         # No-grad teacher calls bypass DDP; unwrapped once (unwrap_model walks the module tree: ~3% of a toy step).
         self.teacher = accelerator.unwrap_model(lora_unet)
 
-
     def predict_eps(self, unet: Any, latents: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
         """Every UNet call of the method: eps, classifier-free guided when scale != 1 (one batched call)."""
         if scale == 1.0:
