@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from swiftbrush.evaluate import evaluate_model
-from swiftbrush.losses import eps_to_x0
+from swiftbrush.student import one_step_x0
 from swiftbrush.teacher import load_teacher
 from swiftbrush.toy.grammar import all_captions
 from swiftbrush.toy.models import TOY_GUIDANCE_SCALE
@@ -83,8 +83,7 @@ def main() -> None:
     ema = EMAModel(student.parameters(), decay=0.99, use_ema_warmup=True)
 
     def predict(idx: torch.Tensor) -> torch.Tensor:
-        eps = student(z[idx], torch.full((len(idx),), 999, dtype=torch.long), cond[idx]).sample
-        return eps_to_x0(z[idx], eps, alpha_T)
+        return one_step_x0(student, z[idx], cond[idx], 999, alpha_T)
 
     gen = torch.Generator().manual_seed(0)
     started = time.time()
