@@ -41,17 +41,17 @@ def read_prompts(path: Path | str) -> list[str]:
     return [line.strip() for line in lines]
 
 
-def prepare_out_dir(out: Path | str) -> Path:
-    """Create --out (a directory) and check it is writable, before any model loads."""
+def prepare_out_dir(out: Path | str, flag: str = "--out") -> Path:
+    """Create the directory `flag` names and check it is writable, before any model loads."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise InvalidArgumentError(f"--out {out} is a file; pass a directory")
+        raise InvalidArgumentError(f"{flag} {out} is a file; pass a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-", delete=True)
         probe.close()
     except OSError as e:
-        raise InvalidArgumentError(f"--out {out} is not writable ({e.strerror}); choose another directory") from None
+        raise InvalidArgumentError(f"{flag} {out} is not writable ({e.strerror}); choose another directory") from None
     return out
 
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -156,8 +156,8 @@ class Generator:
         directory) takes others within its range (`resolution_range()`).
         """
         prompts = _check_prompts(prompts)
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise InvalidArgumentError(f"seed must be an integer, got {seed!r}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
         if output not in ("uint8", "float"):
             raise InvalidArgumentError(f"output must be 'uint8' or 'float', got {output!r}")
         height, width = self.check_size(height, width)
@@ -208,6 +208,8 @@ class Generator:
 def _check_prompts(prompts: Sequence[str] | str) -> list[str]:
     if isinstance(prompts, str):
         prompts = [prompts]
+    if not isinstance(prompts, Iterable):
+        raise InvalidArgumentError(f"prompts must be a string or a list of strings, got {type(prompts).__name__}")
     prompts = list(prompts)
     if not prompts:
         raise InvalidArgumentError("no prompts given; pass at least one (an empty string is a valid, unconditional prompt)")

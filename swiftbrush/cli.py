@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from swiftbrush.config import MAX_SEED
+from swiftbrush_runtime.commands import prepare_out_dir
 from swiftbrush_runtime.errors import SwiftBrushError
 
 
@@ -29,6 +31,9 @@ class _Group(click.Group):
         except SwiftBrushError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except OSError as e:  # a full disk, a path that vanished mid-run: one line naming the file, not a traceback
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,17 +53,18 @@ def cli() -> None:
 @click.option("--steps", type=click.IntRange(1, 1000), default=25, show_default=True, help="Sampling steps (DDIM, trailing spacing) for a teacher.")
 @click.option("--guidance-scale", type=float, default=None, help="CFG scale; default: the toy preset's scale for the toy teacher, 4.5 otherwise.")
 @click.option("--per-caption", type=click.IntRange(1, 1000), default=8, show_default=True, help="Images per toy caption.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the scores here.")
 def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: int, seed: int, json_path: Path | None) -> None:
     """Score a model on the toy world: alignment and FD over the full caption grid."""
     from swiftbrush.evaluate import evaluate_model
 
+    if json_path is not None:  # checked before the sampling, so the scores are not lost at the end
+        prepare_out_dir(json_path.parent, "--json's folder")
     result = evaluate_model(model, steps=steps, guidance_scale=guidance_scale, per_caption=per_caption, seed=seed)
     text = json.dumps(result, indent=2)
     click.echo(text)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(text + "\n")
 
 
@@ -110,6 +116,7 @@ def demo_cmd(out: Path, per_caption: int) -> None:
     """Run the whole chain on the toy world and write report.json and grid.png."""
     from swiftbrush.demo import run_demo
 
+    prepare_out_dir(out)
     run_demo(out, per_caption=per_caption)
 
 

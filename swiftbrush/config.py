@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from swiftbrush.errors import InvalidArgumentError
 from swiftbrush.toy.models import TOY_VSD_GUIDANCE_SCALE
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (accelerate's set_seed) takes 32 bits
 
 
 @dataclass
@@ -88,6 +90,12 @@ class DistillConfig:
                 raise InvalidArgumentError(msg)
 
         need(self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        for f in dataclasses.fields(self):  # inf and nan pass the range checks below (inf >= 1) or read as "got nan"
+            value = getattr(self, f.name)
+            numbers = value if isinstance(value, tuple) else (value,)
+            bad = [v for v in numbers if isinstance(v, float) and not math.isfinite(v)]
+            need(not bad, f"{f.name} must be a finite number, got {value}")
+        need(0 <= self.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}, got {self.seed}")
         need(self.guidance_scale >= 1.0, f"--guidance-scale must be >= 1, got {self.guidance_scale}")
         need(self.lora_guidance_scale >= 1.0, f"lora_guidance_scale must be >= 1, got {self.lora_guidance_scale}")
         need(1 <= self.lora_rank <= 1024, f"--lora-rank must be in 1..1024, got {self.lora_rank}")

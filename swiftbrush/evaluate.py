@@ -12,12 +12,14 @@ with onestep.json) are sampled in one UNet call.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from swiftbrush.config import MAX_SEED
 from swiftbrush.errors import InvalidArgumentError
 from swiftbrush.teacher import TOY_NAMES, Teacher, load_teacher
 from swiftbrush.toy.grammar import all_captions
@@ -83,6 +85,8 @@ def evaluate_model(
     """Sample `per_caption` images for each toy caption and score them."""
     from swiftbrush.toy.evaluator import Evaluator
 
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidArgumentError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
     prompts = toy_prompts(per_caption)
     evaluator = Evaluator.load()
     start = time.time()
@@ -95,8 +99,8 @@ def evaluate_model(
     else:
         teacher = load_teacher(model)
         scale = default_guidance_scale(model) if guidance_scale is None else guidance_scale
-        if scale < 0:
-            raise InvalidArgumentError(f"--guidance-scale must be >= 0, got {scale}")
+        if not 0 <= scale < math.inf:  # also refuses nan
+            raise InvalidArgumentError(f"--guidance-scale must be a finite number >= 0, got {scale}")
         images = sample_teacher(teacher, prompts, steps=steps, guidance_scale=scale, seed=seed)
         info = {"model": model, "kind": "teacher", "steps": steps, "guidance_scale": scale}
     seconds = time.time() - start

@@ -56,6 +56,7 @@ from swiftbrush.errors import InvalidArgumentError, SwiftBrushError
 from swiftbrush.launch import lone_accelerate_cpu_rank
 from swiftbrush.losses import cfg, eps_to_x0, lora_denoising_loss, sds_loss, vsd_loss
 from swiftbrush.optim_state import load_optimizer_state, save_optimizer_state
+from swiftbrush_runtime.commands import prepare_out_dir
 
 logger = logging.getLogger(__name__)
 
@@ -295,6 +296,11 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     # Several processes on a machine without CUDA (torchrun, `accelerate launch --multi_gpu`) train on
     # CPU with gloo; accelerate only picks that when told the run is a CPU run.
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    has_gpu = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()  # torch < 2.6: CUDA
+    if config.mixed_precision == "fp16" and (cpu or not has_gpu):
+        # accelerate runs no fp16 autocast on CPU, so the fp16 teacher would meet the fp32 student's activations
+        raise InvalidArgumentError("--mixed-precision fp16 needs a GPU (no fp16 autocast on CPU); on CPU use bf16 or no")
+    prepare_out_dir(out)  # created and probed after every check of the flags, before the teacher loads
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu, project_config=ProjectConfiguration(project_dir=str(out)))
     main = accelerator.is_main_process
     logging.basicConfig(level=logging.INFO if main else logging.WARNING, format="%(message)s")

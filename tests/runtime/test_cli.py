@@ -56,9 +56,11 @@ def test_generate_bad_inputs(onnx_fp32: Path, tiny_student: Path, tmp_path: Path
     assert "multiple of 8" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--width", "60", "--out", out))
     assert "no manifest.json" in _one_line_exit_2(_invoke("generate", "--model", str(tmp_path), "--prompt", "x", "--out", out))
     assert "--backend" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--backend", "tpu", "--out", out))
+    assert "non-negative" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--seed", "-1", "--out", out))
     afile = tmp_path / "afile"
     afile.write_text("x")
     assert "is a file" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--out", str(afile)))
+    assert "not writable" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--out", str(afile / "sub")))
     if os.geteuid() != 0:  # root writes anywhere
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
@@ -72,6 +74,8 @@ def test_export_onnx_cli_bad_input(tiny_student: Path, tmp_path: Path):
     assert "not empty" in _one_line_exit_2(_invoke("export", "onnx", "--student", str(tiny_student), "--out", str(tmp_path / "full")))
     assert "not a student directory" in _one_line_exit_2(_invoke("export", "onnx", "--student", str(tmp_path), "--out", str(tmp_path / "y")))
     assert "--opset 11" in _one_line_exit_2(_invoke("export", "onnx", "--student", str(tiny_student), "--out", str(tmp_path / "z"), "--opset", "11"))
+    (tmp_path / "afile").write_text("x")  # a folder under a file cannot be made, not even by root
+    assert "not writable" in _one_line_exit_2(_invoke("export", "onnx", "--student", str(tiny_student), "--out", str(tmp_path / "afile" / "sub" / "onnx")))
 
 
 def test_bench_compare_json(onnx_fp32: Path, tmp_path: Path):

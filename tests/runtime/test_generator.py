@@ -90,8 +90,12 @@ def test_prompt_cache(onnx_fp32: Path):
 
 
 def test_typed_errors(ort_gen: Generator, onnx_fp32: Path, tiny_student: Path, tmp_path: Path, monkeypatch):
-    with pytest.raises(InvalidArgumentError, match="seed must be an integer"):
+    with pytest.raises(InvalidArgumentError, match="seed must be a non-negative integer"):
         ort_gen.generate(["x"], seed="1")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="seed must be a non-negative integer, got -1"):
+        ort_gen.generate(["x"], seed=-1)  # numpy's SeedSequence refuses negatives with a bare ValueError
+    with pytest.raises(InvalidArgumentError, match="a string or a list of strings, got NoneType"):
+        ort_gen(None)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="no prompts"):
         ort_gen.generate([], seed=0)
     with pytest.raises(InvalidArgumentError, match="--backend"):

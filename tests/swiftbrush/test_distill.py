@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from swiftbrush.cli import cli
@@ -196,15 +197,26 @@ def test_existing_out_without_resume_or_overwrite(finished_run, tiny_teacher):
 def test_bad_prompts_and_teacher(tmp_path, tiny_teacher):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
+    (tmp_path / "afile").write_text("x")  # a folder under a file cannot be made, not even by root
     for args, words in [
         (["--teacher", str(tiny_teacher), "--prompts", str(empty), "--out", str(tmp_path / "a")], "no prompts"),
         (["--teacher", str(tmp_path / "nope"), "--prompts", "toy", "--out", str(tmp_path / "b")], "does not exist"),
         (["--teacher", "toy", "--prompts", "toy", "--out", str(tmp_path / "c"), "--lora-rank", "0"], "--lora-rank"),
+        (["--teacher", "toy", "--prompts", "toy", "--out", str(tmp_path / "d"), "--seed", "-1"], "--seed must be in 0.."),
+        (["--teacher", "toy", "--prompts", "toy", "--out", str(tmp_path / "afile" / "e")], "not writable"),
     ]:
         result = CliRunner().invoke(cli, ["distill", *args], catch_exceptions=False)
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], result.output
-    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU fp16 mixed precision is allowed")
+def test_fp16_mixed_precision_on_cpu_is_refused_before_anything_is_written(tmp_path):
+    """accelerate silently drops fp16 autocast on CPU; the run used to crash in the first student call."""
+    result = CliRunner().invoke(cli, ["distill", "--teacher", "toy", "--prompts", "toy", "--out", str(tmp_path / "r"), "--mixed-precision", "fp16"])
+    assert result.exit_code == 2 and "--mixed-precision fp16 needs a GPU" in result.output, result.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_resume_with_another_config_or_teacher_is_refused(finished_run, tiny_teacher, tmp_path):

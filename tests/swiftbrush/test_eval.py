@@ -31,3 +31,30 @@ def test_teacher_25_steps_is_aligned_and_one_step_is_not(tmp_path):
 def test_bad_guidance_scale_exits_2():
     result = CliRunner().invoke(cli, ["eval", "--model", "toy-teacher", "--guidance-scale", "-1", "--per-caption", "1", "--steps", "1"])
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--guidance-scale", "nan"], "finite number >= 0, got nan"),  # sampled nan images before
+        (["--seed", "-1"], "--seed"),
+        (["--json", "{afile}/sub/scores.json"], "not writable"),  # refused before the sampling, not after it
+    ],
+)
+def test_eval_bad_input_is_one_line(tmp_path, args, words):
+    (tmp_path / "afile").write_text("x")
+    args = [a.format(afile=tmp_path / "afile") for a in args]
+    result = CliRunner().invoke(cli, ["eval", "--model", "toy-teacher", "--per-caption", "1", "--steps", "1", *args])
+    assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, result.output
+
+
+def test_an_os_error_mid_run_is_one_line_exit_1(monkeypatch):
+    """A full disk or a vanished path: one line naming the file, exit 1, no traceback."""
+    import swiftbrush.evaluate
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", "/data/out/scores.json")
+
+    monkeypatch.setattr(swiftbrush.evaluate, "evaluate_model", full_disk)
+    result = CliRunner().invoke(cli, ["eval", "--model", "toy-teacher"])
+    assert result.exit_code == 1 and result.output == "error: [Errno 28] No space left on device: '/data/out/scores.json'\n", result.output
