@@ -73,6 +73,8 @@ def read_manifest(root: Path, kind: str | tuple[str, ...], verify: bool = True) 
     if not path.is_file():
         raise InvalidModelError(f"{root} has no {MANIFEST}: it is not a finished {' or '.join(kinds)} directory")
     manifest = read_json(path)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("kind"), str):
+        raise InvalidModelError(f"{path} names no kind of directory: it is not a finished {' or '.join(kinds)} directory; rebuild it")
     if manifest.get("kind") not in kinds:
         raise InvalidModelError(f"{root} is a {manifest.get('kind')!r} directory, expected {' or '.join(kinds)}")
     if verify:

@@ -111,6 +111,9 @@ def test_typed_errors(ort_gen: Generator, onnx_fp32: Path, tiny_student: Path, t
     (copy / "tokenizer" / "vocab.json").write_text("{}")
     with pytest.raises(InvalidModelError, match="does not match its manifest hash"):
         Generator.load(copy)
+    (copy / "manifest.json").write_text("[]")  # valid JSON, no kind: read as "a None directory" before
+    with pytest.raises(InvalidModelError, match="names no kind of directory"):
+        Generator.load(copy)
     import builtins
 
     real_import = builtins.__import__
