@@ -43,6 +43,9 @@ def export_onnx_cmd(
     \b
     The folder runs in swiftbrush generate/bench and in optimum's own pipeline:
       ORTStableDiffusionPipeline.from_pretrained(OUT)(prompt, num_inference_steps=1, guidance_scale=0.0)
+    Static graphs (the default) take only --batch images of --height x --width per call
+    in optimum's pipeline (swiftbrush generate splits longer lists itself); export with
+    --dynamic for prompt lists or num_images_per_prompt there.
     """
     from swiftbrush_export.onnx_export import export_onnx
 
