@@ -217,7 +217,7 @@ def encode_prompts(
     if truncated:
         logger.warning("%d of %d prompts are longer than %d tokens and were truncated", truncated, len(prompts), limit)
     index = {"key": key, "count": len(prompts), "truncated": truncated, "shard_size": SHARD_SIZE, "shards": shards, "bytes": total_bytes, "source": prompts.source}
-    tmp = index_file.with_suffix(".tmp")
+    tmp = index_file.with_name(f".{index_file.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(index, indent=2) + "\n")
     os.replace(tmp, index_file)  # written last: a cache without index.json is recomputed
     return PromptEmbeddings(folder, index)
@@ -237,6 +237,6 @@ def encode_text(tokenizer: Any, text_encoder: Any, texts: Sequence[str]) -> Any:
 
 
 def _save_atomic(save_file: Any, tensors: dict[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: ranks that encode at once never share a file
     save_file(tensors, str(tmp))
     os.replace(tmp, path)

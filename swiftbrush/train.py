@@ -237,6 +237,34 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
         raise InvalidArgumentError(f"--out {out} already exists and is not empty; pass --resume to continue that run or --overwrite to start over")
 
 
+def check_out_is_shared(accelerator: Any, out: Path) -> None:
+    """Refuse a multi-machine run whose --out is not one folder that every rank sees.
+
+    Only the main process writes checkpoints, the prompt cache and the student; a rank that
+    cannot read them would resume from nothing and train apart from the others.
+    """
+    if accelerator.num_processes == 1:
+        return
+    from accelerate.utils import broadcast_object_list
+
+    name = [f".shared-check-{os.getpid()}-{time.time_ns()}" if accelerator.is_main_process else None]
+    broadcast_object_list(name)
+    marker = out / str(name[0])
+    if accelerator.is_main_process:
+        marker.write_text("")
+    accelerator.wait_for_everyone()
+    sees = torch.tensor([float(marker.is_file())], device=accelerator.device)
+    blind = (accelerator.gather(sees) == 0).nonzero().flatten().tolist()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise InvalidArgumentError(
+            f"--out {out} is not the same folder on every machine (rank(s) {', '.join(map(str, blind))} cannot see the main "
+            "process's files); put it on a filesystem all machines share (NFS, Lustre, a mounted bucket)"
+        )
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     """The newest finished checkpoint (temporary ones are never named checkpoint-<N>)."""
     root = out / "checkpoints"
@@ -300,8 +328,10 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     if config.mixed_precision == "fp16" and (cpu or not has_gpu):
         # accelerate runs no fp16 autocast on CPU, so the fp16 teacher would meet the fp32 student's activations
         raise InvalidArgumentError("--mixed-precision fp16 needs a GPU (no fp16 autocast on CPU); on CPU use bf16 or no")
-    prepare_out_dir(out)  # created and probed after every check of the flags, before the teacher loads
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu, project_config=ProjectConfiguration(project_dir=str(out)))
+    # Created and probed once every rank has checked it (the rendezvous above), before the teacher loads.
+    prepare_out_dir(out)
+    check_out_is_shared(accelerator, out)
     main = accelerator.is_main_process
     logging.basicConfig(level=logging.INFO if main else logging.WARNING, format="%(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)

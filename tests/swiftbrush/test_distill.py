@@ -22,6 +22,7 @@ import torch
 from click.testing import CliRunner
 
 from swiftbrush.cli import cli
+from swiftbrush.errors import InvalidArgumentError
 from swiftbrush.optim_state import load_optimizer_state
 
 ROOT = Path(__file__).parents[2]
@@ -209,6 +210,31 @@ def test_bad_prompts_and_teacher(tmp_path, tiny_teacher):
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], result.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
+class _MainRankOfTwo:
+    """The main rank of a two-rank run whose other rank reports that it cannot see the folder."""
+
+    num_processes, is_main_process, device = 2, True, torch.device("cpu")
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tensor, torch.zeros_like(tensor)])  # rank 1 did not find the marker
+
+
+def test_an_out_folder_other_machines_cannot_see_is_refused(tmp_path):
+    """Multi-machine runs need one --out (checkpoints, prompt cache); a node-local disk is refused by rank."""
+    from swiftbrush.train import check_out_is_shared
+
+    with pytest.raises(InvalidArgumentError, match=r"rank\(s\) 1 cannot see .*filesystem all machines share"):
+        check_out_is_shared(_MainRankOfTwo(), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the marker is gone
+    seen = _MainRankOfTwo()
+    seen.gather = lambda t: torch.cat([t, t])  # type: ignore[method-assign]
+    check_out_is_shared(seen, tmp_path)  # both ranks see it: no error
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU fp16 mixed precision is allowed")
