@@ -234,15 +234,15 @@ def _export_text_and_decoder(student: Student, out: Path, text: GraphSpec, dec: 
 def one_step_module(student: Student) -> Any:
     """The student UNet as the one-step graph: (noise, text) -> x0 / scaling_factor.
 
-    A torch.nn.Module built here so torch stays a lazy import; the eps -> latent tail
-    is its own submodule, so its exported nodes are named /x0/* and stay fp32.
+    A torch.nn.Module built here so torch stays a lazy import; the output -> latent tail
+    (eps or v, the teacher's prediction type) is its own submodule, so its exported
+    nodes are named /x0/* and stay fp32.
     """
-    import math
-
     import torch
 
     one = student.onestep
-    c_eps, c_out = math.sqrt(1.0 - one.alpha_T), 1.0 / (math.sqrt(one.alpha_T) * one.scaling_factor)
+    k, m = one.x0_coefficients()
+    c_eps, c_out = k, m / one.scaling_factor
 
     class ToLatent(torch.nn.Module):
         def forward(self, sample: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Written by `swiftbrush distill` into the student directory and copied into ONNX
 and engine directories; the runtime reads it for the noise shape, the torch
-backend also for the eps -> x0 conversion. Pure stdlib.
+backend also for the UNet output -> x0 conversion. Pure stdlib.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from swiftbrush_runtime.errors import InvalidModelError
 
 ONESTEP = "onestep.json"
+PREDICTION_TYPES = ("epsilon", "v_prediction")  # a student predicts what its teacher predicts
 _ONESTEP_FIELDS = {
     "timestep": int,
     "alpha_T": float,
@@ -29,20 +30,37 @@ _ONESTEP_FIELDS = {
 
 @dataclass(frozen=True)
 class OneStep:
-    """The one-step conversion: eps at `timestep` -> x0 -> VAE latent, from onestep.json."""
+    """The one-step conversion: UNet output at `timestep` -> x0 -> VAE latent, from onestep.json."""
 
     timestep: int  # the fixed input timestep T (999 for SwiftBrush)
     alpha_T: float  # alphas_cumprod[T] of the teacher's schedule
-    prediction_type: str  # "epsilon": the only kind SwiftBrush students predict
+    prediction_type: str  # "epsilon" or "v_prediction": the teacher's (SD 2.1-768 predicts v)
     resolution: int  # native image size in pixels
     latent_channels: int  # 4 for SD-family VAEs
     vae_scale_factor: int  # pixels per latent cell (8)
     scaling_factor: float  # the VAE's latent scaling (0.18215 for SD)
     extra: dict[str, Any]  # teacher, guidance_scale and anything else recorded
 
+    def x0_coefficients(self) -> tuple[float, float]:
+        """(k, m) with x0 = (x_T - k * output) * m: the whole one-step sampler after the UNet."""
+        return x0_coefficients(self.prediction_type, self.alpha_T)
+
     def to_json(self) -> dict[str, Any]:
         fields = {k: getattr(self, k) for k in _ONESTEP_FIELDS}
         return {**fields, **self.extra}
+
+
+def x0_coefficients(prediction_type: str, alpha: float) -> tuple[float, float]:
+    """(k, m) with x0 = (x_t - k * output) * m, from x_t = sqrt(a) x0 + sqrt(1 - a) eps.
+
+    epsilon: x0 = (x_t - sqrt(1 - a) eps) / sqrt(a). v_prediction (v = sqrt(a) eps - sqrt(1 - a) x0):
+    x0 = sqrt(a) x_t - sqrt(1 - a) v = (x_t - sqrt((1 - a) / a) v) * sqrt(a).
+    """
+    if prediction_type == "epsilon":
+        return math.sqrt(1.0 - alpha), 1.0 / math.sqrt(alpha)
+    if prediction_type == "v_prediction":
+        return math.sqrt((1.0 - alpha) / alpha), math.sqrt(alpha)
+    raise InvalidModelError(f"prediction_type {prediction_type!r} is not supported; one of {', '.join(PREDICTION_TYPES)}")
 
 
 def read_onestep(path: Path) -> OneStep:
@@ -63,8 +81,8 @@ def read_onestep(path: Path) -> OneStep:
         if not isinstance(value, typ) or isinstance(value, bool):
             raise InvalidModelError(f"{path}: {name} must be a {typ.__name__}, got {value!r}")
         values[name] = value
-    if values["prediction_type"] != "epsilon":
-        raise InvalidModelError(f"{path}: prediction_type {values['prediction_type']!r} is not supported; one-step students predict 'epsilon'")
+    if values["prediction_type"] not in PREDICTION_TYPES:
+        raise InvalidModelError(f"{path}: prediction_type {values['prediction_type']!r} is not supported; one of {', '.join(PREDICTION_TYPES)}")
     if not 0.0 < values["alpha_T"] < 1.0 or not math.isfinite(values["alpha_T"]):
         raise InvalidModelError(f"{path}: alpha_T must be in (0, 1), got {values['alpha_T']}")
     if not 0 <= values["timestep"] < 1000:

@@ -30,6 +30,27 @@ def eps_to_x0(latents: torch.Tensor, eps: torch.Tensor, alpha_t: torch.Tensor | 
     return (latents - (1 - a).sqrt() * eps) / a.sqrt()
 
 
+def output_to_eps(output: torch.Tensor, latents: torch.Tensor, alpha_t: torch.Tensor | float, prediction_type: str) -> torch.Tensor:
+    """The UNet's output as eps: itself for an eps teacher, sqrt(1 - a) x_t + sqrt(a) v for a v teacher.
+
+    The map is affine in the output with x_t fixed, so CFG gives the same result before or after it.
+    """
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type == "v_prediction":
+        a = _per_sample(alpha_t, latents)
+        return (1 - a).sqrt() * latents + a.sqrt() * output
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+
+
+def output_to_x0(output: torch.Tensor, latents: torch.Tensor, alpha_t: torch.Tensor | float, prediction_type: str) -> torch.Tensor:
+    """The UNet's output as x0 (the one-step student's output map): eps or v, as its teacher predicts."""
+    if prediction_type == "v_prediction":
+        a = _per_sample(alpha_t, latents)
+        return a.sqrt() * latents - (1 - a).sqrt() * output
+    return eps_to_x0(latents, output_to_eps(output, latents, alpha_t, prediction_type), alpha_t)
+
+
 def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: uncond + scale * (cond - uncond); scale 1 is the conditional model."""
     return eps_uncond + scale * (eps_cond - eps_uncond)

@@ -14,6 +14,9 @@ a multi-step scheduler must never drive this UNet. Math, with a_T = alphas_cumpr
     z ~ N(0, I);  eps = unet(z, T, text);  x0 = (z - sqrt(1 - a_T) eps) / sqrt(a_T)
     image = vae.decode(x0 / scaling_factor)
 
+(a v-prediction teacher's student predicts v: x0 = sqrt(a_T) z - sqrt(1 - a_T) v; onestep.json
+says which.)
+
 Its scheduler is `one_step_scheduler(...)` (DDIM, trailing spacing, final alpha 1), so
 diffusers' own pipeline makes the same image, bit for bit, as SD-Turbo users call it:
 
@@ -37,25 +40,28 @@ from PIL import Image
 
 from swiftbrush.errors import InvalidArgumentError, InvalidModelError
 from swiftbrush_runtime.manifest import read_json
-from swiftbrush.losses import eps_to_x0
+from swiftbrush_runtime.onestep import PREDICTION_TYPES
+from swiftbrush.losses import output_to_x0
 from swiftbrush.prompts import encode_text
 
 ONESTEP = "onestep.json"
 LATENT_CHANNELS = 4
 
 
-def one_step_scheduler(config: Any, prediction_type: str = "epsilon") -> Any:
+def one_step_scheduler(config: Any, prediction_type: str | None = None) -> Any:
     """The scheduler a student folder ships: with it `num_inference_steps=1` is exactly `one_step_x0`.
 
     DDIM with trailing spacing runs its single step at t = 999 and, with the final alpha
     set to 1, returns the x0 above (the teacher's own scheduler would run it at t = 1;
     Euler's trailing init_noise_sigma of sigma_T instead of sqrt(sigma_T^2 + 1) is ~1% off).
-    `config` is any SD scheduler's config (DDPM, PNDM, DDIM, Euler): the betas carry over.
-    `prediction_type="sample"` is for a UNet graph that already returns the latent (the ONNX folder).
+    `config` is any SD scheduler's config (DDPM, PNDM, DDIM, Euler): the betas and the
+    prediction type (eps or v) carry over. `prediction_type="sample"` is for a UNet graph
+    that already returns the latent (the ONNX folder).
     """
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler.from_config(config, timestep_spacing="trailing", set_alpha_to_one=True, prediction_type=prediction_type)
+    kind = prediction_type or config.get("prediction_type", "epsilon")
+    return DDIMScheduler.from_config(config, timestep_spacing="trailing", set_alpha_to_one=True, prediction_type=kind)
 
 
 def initial_latents(seed: int, batch: int, channels: int, h: int, w: int) -> np.ndarray:
@@ -72,14 +78,16 @@ def read_onestep(student_dir: Path) -> dict[str, Any]:
     missing = [k for k in ("timestep", "alpha_T", "resolution", "scaling_factor", "vae_scale_factor") if k not in config]
     if missing:
         raise InvalidModelError(f"{path} lacks {', '.join(missing)}; rebuild the student with `swiftbrush distill`")
+    if config.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
+        raise InvalidModelError(f"{path}: prediction_type {config['prediction_type']!r} is not one of {', '.join(PREDICTION_TYPES)}")
     return config
 
 
-def one_step_x0(unet: Any, latents: Any, text_emb: Any, timestep: int, alpha_T: float) -> Any:
-    """The student's whole sampler: one UNet call at T, eps converted to x0 (float32)."""
+def one_step_x0(unet: Any, latents: Any, text_emb: Any, timestep: int, alpha_T: float, prediction_type: str = "epsilon") -> Any:
+    """The student's whole sampler: one UNet call at T, its eps (or v) converted to x0 (float32)."""
     t = torch.full((latents.shape[0],), timestep, device=latents.device, dtype=torch.long)
-    eps = unet(latents.to(unet.dtype), t, text_emb.to(unet.dtype)).sample
-    return eps_to_x0(latents.float(), eps.float(), alpha_T)
+    out = unet(latents.to(unet.dtype), t, text_emb.to(unet.dtype)).sample
+    return output_to_x0(out.float(), latents.float(), alpha_T, prediction_type)
 
 
 def decode_to_uint8(vae: Any, x0: Any, scaling_factor: float) -> np.ndarray:
@@ -101,7 +109,7 @@ class OneStepPipeline(DiffusionPipeline):
         self.onestep = onestep or {
             "timestep": 999,
             "alpha_T": float(alphas[999]),
-            "prediction_type": "epsilon",
+            "prediction_type": str(scheduler.config.get("prediction_type", "epsilon")),
             "resolution": int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1),
             "latent_channels": int(unet.config.in_channels),
             "vae_scale_factor": 2 ** (len(vae.config.block_out_channels) - 1),
@@ -176,7 +184,7 @@ class OneStepPipeline(DiffusionPipeline):
                 latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         latents = latents.to(device, torch.float32)
         emb = encode_text(self.tokenizer, self.text_encoder, prompts).to(device)
-        x0 = one_step_x0(self.unet, latents, emb, int(cfg["timestep"]), float(cfg["alpha_T"]))
+        x0 = one_step_x0(self.unet, latents, emb, int(cfg["timestep"]), float(cfg["alpha_T"]), cfg.get("prediction_type", "epsilon"))
         if output_type == "latent":
             images: Any = x0
         else:
@@ -207,7 +215,7 @@ def sample_student(student: str | Path | Any, prompts: Sequence[str], seed: int 
     with torch.no_grad():
         for i in range(0, len(prompts), batch_size):
             emb = encode_text(pipe.tokenizer, pipe.text_encoder, prompts[i : i + batch_size]).to(device)
-            x0 = one_step_x0(pipe.unet, noise[i : i + batch_size].to(device), emb, int(cfg["timestep"]), float(cfg["alpha_T"]))
+            x0 = one_step_x0(pipe.unet, noise[i : i + batch_size].to(device), emb, int(cfg["timestep"]), float(cfg["alpha_T"]), cfg.get("prediction_type", "epsilon"))
             out.append(decode_to_uint8(pipe.vae, x0, float(cfg["scaling_factor"])))
     return np.concatenate(out)
 
@@ -222,7 +230,7 @@ def write_student(out: Path, unet: Any, teacher: Any, guidance_scale: float, mad
     onestep = {
         "timestep": 999,
         "alpha_T": float(alphas[999]),
-        "prediction_type": "epsilon",
+        "prediction_type": teacher.prediction_type,
         "resolution": int(teacher.resolution),
         "latent_channels": int(unet.config.in_channels),
         "vae_scale_factor": int(teacher.vae_scale_factor),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from swiftbrush.errors import InvalidModelError, OfflineError, UnsupportedModelError
+from swiftbrush_runtime.onestep import PREDICTION_TYPES
 
 TOY_TEACHER_DIR = Path(__file__).parent / "toy" / "assets" / "teacher"
 TOY_NAMES = ("toy", "toy-teacher")
@@ -129,11 +130,12 @@ def check_teacher_folder(path: Path) -> dict[str, Any]:
     sched = _read_json(path / "scheduler" / "scheduler_config.json")
     unet = _read_json(path / "unet" / "config.json")
     prediction = sched.get("prediction_type", "epsilon")
-    if prediction != "epsilon":
+    if prediction not in PREDICTION_TYPES:
         raise UnsupportedModelError(
-            f"{path} predicts {prediction!r} (e.g. SD 2.1-768 uses v-prediction); SwiftBrush needs an eps-prediction teacher "
-            "such as stabilityai/stable-diffusion-2-1-base, runwayml/stable-diffusion-v1-5 or stabilityai/sd-turbo"
+            f"{path} predicts {prediction!r}; supported teachers predict eps (SD 1.5, SD 2.1 base, SD-Turbo) or v (SD 2.x-768)"
         )
+    if sched.get("rescale_betas_zero_snr"):
+        raise UnsupportedModelError(f"{path} uses a zero-terminal-SNR schedule (alphas_cumprod[999] = 0), which the one-step math at T = 999 cannot invert")
     if unet.get("_class_name") != "UNet2DConditionModel" or unet.get("in_channels") != 4:
         raise UnsupportedModelError(f"{path}/unet is not a 4-channel UNet2DConditionModel (found {unet.get('_class_name')}, in_channels {unet.get('in_channels')})")
     if sched.get("num_train_timesteps", 1000) != 1000:

@@ -54,7 +54,7 @@ import torch
 from swiftbrush.config import DistillConfig
 from swiftbrush.errors import InvalidArgumentError, SwiftBrushError
 from swiftbrush.launch import lone_accelerate_cpu_rank
-from swiftbrush.losses import cfg, eps_to_x0, lora_denoising_loss, sds_loss, vsd_loss
+from swiftbrush.losses import cfg, lora_denoising_loss, output_to_eps, output_to_x0, sds_loss, vsd_loss
 from swiftbrush.optim_state import load_optimizer_state, save_optimizer_state
 from swiftbrush_runtime.commands import prepare_out_dir
 
@@ -81,11 +81,13 @@ class VSDTrainer:
     build it from in-memory models. `lora_unet` is the teacher UNet with peft LoRA
     adapters (absent for the SDS ablation); `student` a trainable copy of the
     teacher UNet. Both may be accelerate-wrapped (DDP); no-grad teacher calls go to
-    the unwrapped module so they do not touch DDP's gradient hooks.
+    the unwrapped module so they do not touch DDP's gradient hooks. `prediction_type`
+    is the teacher's ("epsilon" or "v_prediction"): every output is turned into eps
+    (and the student's into x0) before the losses, which are written in eps.
     """
 
-    def __init__(self, config: DistillConfig, accelerator: Any, student: Any, lora_unet: Any,
-                 opt_student: Any, opt_lora: Any, ema: Any, alphas_cumprod: torch.Tensor, empty_emb: torch.Tensor) -> None:  # fmt: skip
+    def __init__(self, config: DistillConfig, accelerator: Any, student: Any, lora_unet: Any, opt_student: Any, opt_lora: Any,
+                 ema: Any, alphas_cumprod: torch.Tensor, empty_emb: torch.Tensor, prediction_type: str = "epsilon") -> None:  # fmt: skip
         self.config = config
         self.accelerator = accelerator
         self.student = student
@@ -95,16 +97,18 @@ class VSDTrainer:
         self.ema = ema
         self.alphas = alphas_cumprod.to(accelerator.device, torch.float32)
         self.empty = empty_emb.to(accelerator.device)
+        self.prediction_type = prediction_type
         # No-grad teacher calls bypass DDP; unwrapped once (unwrap_model walks the module tree: ~3% of a toy step).
         self.teacher = accelerator.unwrap_model(lora_unet)
 
     def predict_eps(self, unet: Any, latents: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-        """Every UNet call of the method: eps, classifier-free guided when scale != 1 (one batched call)."""
+        """Every teacher call of the method: eps, classifier-free guided when scale != 1 (one batched call)."""
         if scale == 1.0:
-            return unet(latents, t, cond).sample.float()
-        eps = unet(torch.cat([latents, latents]), torch.cat([t, t]), torch.cat([uncond, cond])).sample.float()
-        eps_uncond, eps_cond = eps.chunk(2)
-        return cfg(eps_uncond, eps_cond, scale)
+            out = unet(latents, t, cond).sample.float()
+        else:
+            out_uncond, out_cond = unet(torch.cat([latents, latents]), torch.cat([t, t]), torch.cat([uncond, cond])).sample.float().chunk(2)
+            out = cfg(out_uncond, out_cond, scale)
+        return output_to_eps(out, latents.float(), self.alphas[t], self.prediction_type)
 
     def _randn(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
         return torch.randn(shape, generator=gen).to(self.accelerator.device)
@@ -121,12 +125,12 @@ class VSDTrainer:
         b = cond.shape[0]
         shape = (b, self.teacher.config.in_channels, self.teacher.config.sample_size, self.teacher.config.sample_size)
         uncond = self.empty.expand(b, -1, -1).to(cond.dtype)
-        # 1. The student maps pure noise z at T to eps, hence to x0 (one UNet call).
+        # 1. The student maps pure noise z at T to eps (or v), hence to x0 (one UNet call).
         z = self._randn(shape, gen)
         big_t = torch.full((b,), c.student_timestep, device=z.device, dtype=torch.long)
         with self.accelerator.autocast():
-            eps_student = self.student(z, big_t, cond).sample
-        x0 = eps_to_x0(z, eps_student.float(), self.alphas[big_t])
+            out_student = self.student(z, big_t, cond).sample
+        x0 = output_to_x0(out_student.float(), z, self.alphas[big_t], self.prediction_type)
         # 2. Diffuse x0 to a random t in [t_min, t_max].
         t = self._randint(c.t_min, c.t_max, b, gen)
         noise = self._randn(shape, gen)
@@ -163,7 +167,7 @@ class VSDTrainer:
             cond = self.empty.expand(b, -1, -1).to(cond.dtype)
         with self.accelerator.autocast():
             pred = self.lora_unet(x_t, t, cond).sample
-        loss, logs = lora_denoising_loss(pred, noise, a_t)
+        loss, logs = lora_denoising_loss(output_to_eps(pred.float(), x_t, a_t, self.prediction_type), noise, a_t)
         return logs, self._update(loss, self.lora_unet, self.opt_lora)
 
     def _update(self, loss: torch.Tensor, model: Any, optimizer: Any) -> bool:
@@ -413,7 +417,8 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
         teacher_unet.to(accelerator.device)
     else:
         student, teacher_unet, opt_student, opt_lora = accelerator.prepare(student, teacher_unet, opt_student, opt_lora)
-    trainer = VSDTrainer(config, accelerator, student, teacher_unet, opt_student, opt_lora, ema, teacher.scheduler.alphas_cumprod, embeddings.empty)
+    trainer = VSDTrainer(config, accelerator, student, teacher_unet, opt_student, opt_lora, ema, teacher.scheduler.alphas_cumprod, embeddings.empty,
+                         teacher.prediction_type)  # fmt: skip
 
     # 8. Resume.
     optimizers = {"optimizer_student": opt_student} if config.sds else {"optimizer_student": opt_student, "optimizer_lora": opt_lora}
@@ -644,7 +649,7 @@ def _sample_grid(student: Any, ema: Any, teacher: Any, embeddings: Any, count: i
         images = []
         for i in range(0, count, 16):
             emb = embeddings.get(range(i, min(count, i + 16))).to(device)
-            x0 = one_step_x0(student, latents[i : i + 16].to(device), emb, 999, float(teacher.scheduler.alphas_cumprod[999]))
+            x0 = one_step_x0(student, latents[i : i + 16].to(device), emb, 999, float(teacher.scheduler.alphas_cumprod[999]), teacher.prediction_type)
             teacher.vae.to(device)
             images.append(decode_to_uint8(teacher.vae, x0, float(teacher.vae.config.scaling_factor)))
         student.train(was_training)

@@ -9,13 +9,12 @@ q/k/v projections fused into one matmul (`fuse_qkv`), channels-last memory forma
 the UNet and the tiny decoder (not the KL VAE decoder: slower there), the text encoder
 and the UNet + decoder each captured as a CUDA graph per input shape (replayed after
 the first call), the VAE's encoder dropped, and optional torch.compile (default mode).
-The eps -> x0 -> latent math is the exported graph's, in fp32. benchmarks/gpu_bench.py
+The output (eps or v) -> x0 -> latent math is the exported graph's, in fp32. benchmarks/gpu_bench.py
 (case "levers") measures each lever on its own; RESULTS.md has the figures.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +56,8 @@ class TorchBackend(Backend):
                 f"{path} has no taesd/ folder: put a diffusers AutoencoderTiny trained for its VAE there "
                 "(for SD 1.x/2.x: madebyollin/taesd), or use --decoder vae"
             )
-        self.c_eps = math.sqrt(1.0 - one.alpha_T)
-        self.c_out = 1.0 / (math.sqrt(one.alpha_T) * one.scaling_factor)
+        k, m = one.x0_coefficients()  # x0 = (noise - k * output) * m; the decoder takes x0 / scaling_factor
+        self.c_eps, self.c_out = k, m / one.scaling_factor
         self.timestep = one.timestep
         common = dict(use_safetensors=True)
         try:
@@ -124,8 +123,8 @@ class TorchBackend(Backend):
 
     def _latent(self, noise: Any, emb: Any) -> Any:
         t = self.torch.full((noise.shape[0],), self.timestep, dtype=self.torch.int64, device=self.device)
-        eps = self.unet(noise.to(self.dtype), t, emb, return_dict=False)[0].float()
-        return (noise.float() - self.c_eps * eps) * self.c_out
+        out = self.unet(noise.to(self.dtype), t, emb, return_dict=False)[0].float()
+        return (noise.float() - self.c_eps * out) * self.c_out
 
     def _decode(self, latent: Any) -> Any:
         return self.vae.decode((latent * self.latent_scale).to(self.dtype), return_dict=False)[0]

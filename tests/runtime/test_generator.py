@@ -153,3 +153,19 @@ def test_per_call_size_on_dynamic_export(ort_gen: Generator, tiny_student: Path,
     static = Generator.load(onnx_fp16)
     with pytest.raises(InvalidArgumentError, match="only 64x64.*--dynamic"):
         static.generate(PROMPTS[:1], height=32, width=32)
+
+
+@pytest.mark.parametrize("kind, ok", [("epsilon", True), ("v_prediction", True), ("sample", False)])
+def test_onestep_prediction_types(onnx_fp32: Path, tmp_path: Path, kind: str, ok: bool):
+    """onestep.json takes the two kinds a student can predict (its teacher's) and refuses others by name."""
+    import json
+
+    from swiftbrush_runtime.onestep import read_onestep
+
+    data = {**json.loads((onnx_fp32 / "onestep.json").read_text()), "prediction_type": kind}
+    (tmp_path / "onestep.json").write_text(json.dumps(data))
+    if ok:
+        assert read_onestep(tmp_path / "onestep.json").prediction_type == kind
+    else:
+        with pytest.raises(InvalidModelError, match="prediction_type 'sample' is not supported"):
+            read_onestep(tmp_path / "onestep.json")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-def make_tiny_teacher(out: Path, seed: int = 0) -> Path:
+def make_tiny_teacher(out: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -32,7 +32,7 @@ def make_tiny_teacher(out: Path, seed: int = 0) -> Path:
     unet = UNet2DConditionModel(**{**models.UNET_CONFIG, "block_out_channels": (16, 32), "cross_attention_dim": 32, "norm_num_groups": 8, "attention_head_dim": 4})
     vae = AutoencoderKL(**{**models.VAE_CONFIG, "block_out_channels": (8, 8, 8, 8), "norm_num_groups": 4})
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(**models.SCHEDULER_CONFIG),
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(**{**models.SCHEDULER_CONFIG, "prediction_type": prediction_type}),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
     pipe.save_pretrained(out, safe_serialization=True)

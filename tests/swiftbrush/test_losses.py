@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swiftbrush.losses import cfg, eps_to_x0, lora_denoising_loss, sds_loss, vsd_loss
+from swiftbrush.losses import cfg, eps_to_x0, lora_denoising_loss, output_to_eps, output_to_x0, sds_loss, vsd_loss
 
 
 def sd_schedule():
@@ -102,3 +102,45 @@ def test_lora_loss_is_alpha_weighted_eps_mse():
     expected = 0.5 * ((pred[1] - noise[1]) ** 2).mean() / 2  # sample 0 has weight 0
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert logs["lora"] == pytest.approx(loss.item())
+
+
+@pytest.mark.parametrize("t", [1, 250, 999])
+def test_v_prediction_outputs_invert_diffusers_velocity(t):
+    """For a v teacher (SD 2.x-768), v = get_velocity(x0, noise, t) maps back to diffusers' x0 and noise."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type="v_prediction")
+    g = torch.Generator().manual_seed(t)
+    x0, noise = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    ts = torch.full((2,), t)
+    x_t, v = sched.add_noise(x0, noise, ts), sched.get_velocity(x0, noise, ts)
+    a = sched.alphas_cumprod[ts]
+    torch.testing.assert_close(output_to_x0(v, x_t, a, "v_prediction"), x0, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(output_to_eps(v, x_t, a, "v_prediction"), noise, rtol=1e-4, atol=1e-4)
+    # an eps teacher's output is its eps, and its x0 is eps_to_x0
+    torch.testing.assert_close(output_to_eps(noise, x_t, a, "epsilon"), noise)
+    torch.testing.assert_close(output_to_x0(noise, x_t, a, "epsilon"), eps_to_x0(x_t, noise, a))
+    with pytest.raises(ValueError, match="sample"):
+        output_to_eps(v, x_t, a, "sample")
+
+
+def test_cfg_commutes_with_the_v_to_eps_map():
+    """Guiding v and then converting equals converting both predictions and guiding eps."""
+    g = torch.Generator().manual_seed(1)
+    x_t, v_u, v_c = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(3))
+    a = torch.tensor([0.3, 0.9])
+    guided_then_eps = output_to_eps(cfg(v_u, v_c, 4.5), x_t, a, "v_prediction")
+    eps_then_guided = cfg(output_to_eps(v_u, x_t, a, "v_prediction"), output_to_eps(v_c, x_t, a, "v_prediction"), 4.5)
+    torch.testing.assert_close(guided_then_eps, eps_then_guided, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_runtime_x0_coefficients_are_the_training_map(kind):
+    """The torch-free runtime and the ONNX graph use (k, m) with x0 = (z - k out) m: the trainer's map."""
+    from swiftbrush_runtime.onestep import x0_coefficients
+
+    a_T = float(sd_schedule().alphas_cumprod[999])
+    g = torch.Generator().manual_seed(2)
+    z, out = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    k, m = x0_coefficients(kind, a_T)
+    torch.testing.assert_close((z - k * out) * m, output_to_x0(out, z, a_T, kind), rtol=1e-5, atol=1e-5)

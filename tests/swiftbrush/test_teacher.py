@@ -86,9 +86,17 @@ def _edit_json(path: Path, **changes) -> None:
     path.write_text(json.dumps(data))
 
 
-def test_v_prediction_is_refused_by_name(teacher_copy):
+def test_v_prediction_loads_and_other_kinds_are_refused_by_name(teacher_copy):
     _edit_json(teacher_copy / "scheduler" / "scheduler_config.json", prediction_type="v_prediction")
-    with pytest.raises(UnsupportedModelError, match="v_prediction"):
+    assert load_teacher(teacher_copy).prediction_type == "v_prediction"  # SD 2.x-768
+    _edit_json(teacher_copy / "scheduler" / "scheduler_config.json", prediction_type="sample")
+    with pytest.raises(UnsupportedModelError, match="'sample'"):
+        load_teacher(teacher_copy)
+
+
+def test_zero_terminal_snr_is_refused(teacher_copy):
+    _edit_json(teacher_copy / "scheduler" / "scheduler_config.json", rescale_betas_zero_snr=True)
+    with pytest.raises(UnsupportedModelError, match="zero-terminal-SNR"):
         load_teacher(teacher_copy)
 
 
