@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Tuple
 
 from swiftbrush_runtime.errors import InvalidArgumentError
+from swiftbrush_runtime.onestep import MAX_SIDE
 
 TEXT_LEN = 77  # SD's text length (CLIP's 77 positions)
 Profile = Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]  # (min, opt, max) shape of one input
@@ -56,8 +57,8 @@ def check_shapes(batch: int, height: int, width: int, dynamic: bool, vae_scale_f
     for flag, value in (("--height", height), ("--width", width)):
         if value <= 0 or value % vae_scale_factor:
             raise InvalidArgumentError(f"{flag} must be a positive multiple of {vae_scale_factor}, got {value}")
-        if value > 4096:
-            raise InvalidArgumentError(f"{flag} must be at most 4096, got {value}")
+        if value > MAX_SIDE:
+            raise InvalidArgumentError(f"{flag} must be at most {MAX_SIDE}, got {value}")
     return Shapes(batch, height, width, dynamic, vae_scale_factor)
 
 

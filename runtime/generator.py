@@ -27,7 +27,7 @@ from swiftbrush_runtime import backends as _backends
 from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
 from swiftbrush_runtime.images import to_uint8
 from swiftbrush_runtime.manifest import read_manifest
-from swiftbrush_runtime.onestep import read_onestep
+from swiftbrush_runtime.onestep import MAX_SIDE, read_onestep
 from swiftbrush_runtime.tokenizer import ClipTokenizer
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ class Generator:
         for name, v in (("height", h), ("width", w)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0 or v % f:
                 raise InvalidArgumentError(f"{name} must be a positive multiple of {f}, got {v!r}")
+            if v > MAX_SIDE:  # the largest export too; a student directory would try to allocate it
+                raise InvalidArgumentError(f"{name} must be at most {MAX_SIDE}, got {v}")
         rng = self.resolution_range()
         if rng is not None:
             (h0, w0), (h1, w1) = rng

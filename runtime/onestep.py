@@ -17,6 +17,7 @@ from swiftbrush_runtime.errors import InvalidModelError
 
 ONESTEP = "onestep.json"
 PREDICTION_TYPES = ("epsilon", "v_prediction")  # a student predicts what its teacher predicts
+MAX_SIDE = 4096  # pixels: the largest height or width an export or a call takes
 _ONESTEP_FIELDS = {
     "timestep": int,
     "alpha_T": float,

@@ -54,6 +54,8 @@ def test_generate_bad_inputs(onnx_fp32: Path, tiny_student: Path, tmp_path: Path
     assert "no prompts" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--out", out))
     assert "--height must be an integer" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--height", "big", "--out", out))
     assert "multiple of 8" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--width", "60", "--out", out))
+    # not "re-export with --height 100000", which export refuses; a student directory would try to allocate it
+    assert "at most 4096" in _one_line_exit_2(_invoke("generate", "--model", str(tiny_student), "--prompt", "x", "--height", "100000", "--out", out))
     assert "no manifest.json" in _one_line_exit_2(_invoke("generate", "--model", str(tmp_path), "--prompt", "x", "--out", out))
     assert "--backend" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--backend", "tpu", "--out", out))
     assert "non-negative" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--seed", "-1", "--out", out))
