@@ -101,7 +101,8 @@ class DistillConfig:
         need(1 <= self.lora_rank <= 1024, f"--lora-rank must be in 1..1024, got {self.lora_rank}")
         need(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
         need(len(self.lora_targets) > 0, "lora_targets must name at least one module, e.g. to_q,to_v")
-        need(0 <= self.student_timestep <= 999, f"student_timestep must be in 0..999, got {self.student_timestep}")
+        # The student folder's one-step DDIM (trailing spacing) runs at 999, and so do onestep.json and the sample grids.
+        need(self.student_timestep == 999, f"student_timestep must be 999 (the one-step schedulers run there), got {self.student_timestep}")
         need(0 <= self.t_min <= self.t_max <= 999, f"need 0 <= t_min <= t_max <= 999, got t_min {self.t_min}, t_max {self.t_max}")
         for name in ("student_lr", "lora_lr"):
             value = getattr(self, name)

@@ -55,6 +55,7 @@ def test_overrides_apply_and_none_keeps_the_preset():
         ("mixed_precision", "fp8", "--mixed-precision"),
         ("checkpoint_every", 0, "--checkpoint-every"),
         ("t_min", 990, "t_min"),
+        ("student_timestep", 500, "student_timestep must be 999"),  # the student folder would say 999 and run it there
         ("guidance_scale", float("inf"), "guidance_scale must be a finite number, got inf"),  # inf >= 1 passed before
         ("student_lr", float("nan"), "student_lr must be a finite number, got nan"),
         ("seed", -1, "--seed must be in 0..4294967295"),
