@@ -140,8 +140,10 @@ PRESETS: dict[str, DistillConfig] = {
     # - CFG 3.0 on both predictions; 4.5 (SD's) and 2.5 gave far worse FD, 2.0 no better within noise.
     # - LoRA on every attention projection and the ResNet convolutions (rank 16): with only
     #   to_q/to_v the LoRA teacher could not follow the student and VSD diverged after ~150 steps.
-    # - batch 32 for 280 steps (0.8-1.1 s a step on a 2-vCPU VM whose speed varies by day; 300 steps
-    #   took 301 s in `make demo` on 2026-11-27): 3-seed means 0.876 / 252 at 280 steps, 0.866 / 244
+    # - batch 32 for 260 steps (0.8-1.2 s a step on a 2-vCPU VM whose speed varies by day; 280 steps
+    #   took 306 s in `make demo` on a slow day). Means over 3 training x 3 sampling seeds:
+    #   0.818 / 295 at 220 steps, 0.835 / 296 at 240, 0.851 / 301 at 260, 0.853 / 303 at 280 (FD
+    #   flat, alignment rising to 260). Seed 0 alone: 0.876 / 252 at 280 steps, 0.866 / 244
     #   at 300, 0.860 / 232 at 320 (the same within noise),
     #   0.882 / 213 at 400 (6+ min); FD stays at 213-224 up to 1000 steps. Training seeds 1 and 2
     #   give 0.848 / 306 and 0.841 / 350 at 300 steps (seed 0: 0.872 / 249): single runs differing
@@ -160,7 +162,7 @@ PRESETS: dict[str, DistillConfig] = {
         student_lr=5e-5,
         lora_lr=1e-3,
         batch_size=32,
-        max_steps=280,
+        max_steps=260,
         ema_decay=0.99,
         ema_warmup=True,
         checkpoint_every=100,
