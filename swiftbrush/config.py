@@ -142,7 +142,7 @@ PRESETS: dict[str, DistillConfig] = {
     #   to_q/to_v the LoRA teacher could not follow the student and VSD diverged after ~150 steps.
     # - batch 32 for 260 steps (0.8-1.2 s a step on a 2-vCPU VM whose speed varies by day; 280 steps
     #   took 306 s in `make demo` on a slow day). Means over 3 training x 3 sampling seeds:
-    #   0.818 / 295 at 220 steps, 0.835 / 296 at 240, 0.851 / 301 at 260, 0.853 / 303 at 280 (FD
+    #   0.818 / 295 at 220 steps, 0.835 / 296 at 240, 0.851 / 301 at 260, 0.852 / 303 at 280 (FD
     #   flat, alignment rising to 260). Seed 0 alone: 0.876 / 252 at 280 steps, 0.866 / 244
     #   at 300, 0.860 / 232 at 320 (the same within noise),
     #   0.882 / 213 at 400 (6+ min); FD stays at 213-224 up to 1000 steps. Training seeds 1 and 2
