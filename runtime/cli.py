@@ -39,7 +39,7 @@ def _int(value: str, flag: str) -> int:
 def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | None, seed: str, backend: str, device: str | None,
                  height: str | None, width: str | None, decoder: str | None, out: Path) -> None:  # fmt: skip
     """Make one image per prompt with one UNet call each."""
-    from swiftbrush_runtime.commands import generate_to_dir, prepare_out_dir, read_prompts
+    from swiftbrush_runtime.commands import generate_to_dir, read_prompts
 
     if prompts and prompts_file:
         raise InvalidArgumentError("pass --prompt or --prompts, not both")
@@ -47,7 +47,6 @@ def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | Non
     texts = read_prompts(prompts_file) if prompts_file else list(prompts)
     if not texts:
         raise InvalidArgumentError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
-    prepare_out_dir(out)
     size = {k: _int(v, f"--{k}") for k, v in (("height", height), ("width", width)) if v is not None}
     paths = generate_to_dir(model, texts, out, seed=seed_value, backend=backend, device=device, decoder=decoder, **size)
     click.echo(f"wrote {len(paths) - 1} images and grid.png to {out}")

@@ -80,10 +80,16 @@ def generate_to_dir(
 
     if not prompts:
         raise InvalidArgumentError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
+    created = not Path(out).exists()
     out = prepare_out_dir(out)
     options = {"decoder": decoder} if decoder else {}  # default: the directory's own decoder
-    with Generator.load(model, backend=backend, device=device, **options) as gen:
-        arrays = gen.generate(list(prompts), seed=seed, height=height, width=width)
+    try:
+        with Generator.load(model, backend=backend, device=device, **options) as gen:
+            arrays = gen.generate(list(prompts), seed=seed, height=height, width=width)
+    except BaseException:
+        if created and not any(out.iterdir()):  # a refused call leaves no empty folder behind
+            out.rmdir()
+        raise
     paths = []
     for i, a in enumerate(arrays):
         p = out / f"{i:04d}.png"

@@ -59,6 +59,7 @@ def test_generate_bad_inputs(onnx_fp32: Path, tiny_student: Path, tmp_path: Path
     assert "no manifest.json" in _one_line_exit_2(_invoke("generate", "--model", str(tmp_path), "--prompt", "x", "--out", out))
     assert "--backend" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--backend", "tpu", "--out", out))
     assert "non-negative" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--seed", "-1", "--out", out))
+    assert not Path(out).exists()  # the refused calls left no empty --out behind
     afile = tmp_path / "afile"
     afile.write_text("x")
     assert "is a file" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--out", str(afile)))
