@@ -17,7 +17,6 @@ from pathlib import Path
 
 import click
 
-from swiftbrush.config import MAX_SEED
 from swiftbrush_runtime.commands import prepare_out_dir
 from swiftbrush_runtime.errors import SwiftBrushError
 
@@ -53,7 +52,7 @@ def cli() -> None:
 @click.option("--steps", type=click.IntRange(1, 1000), default=25, show_default=True, help="Sampling steps (DDIM, trailing spacing) for a teacher.")
 @click.option("--guidance-scale", type=float, default=None, help="CFG scale; default: the toy preset's scale for the toy teacher, 4.5 otherwise.")
 @click.option("--per-caption", type=click.IntRange(1, 1000), default=8, show_default=True, help="Images per toy caption.")
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed, 0..4294967295.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the scores here.")
 def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: int, seed: int, json_path: Path | None) -> None:
     """Score a model on the toy world: alignment and FD over the full caption grid."""
@@ -116,7 +115,6 @@ def demo_cmd(out: Path, per_caption: int) -> None:
     """Run the whole chain on the toy world and write report.json and grid.png."""
     from swiftbrush.demo import run_demo
 
-    prepare_out_dir(out)
     run_demo(out, per_caption=per_caption)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from swiftbrush.evaluate import default_guidance_scale, sample_teacher, score_fields, toy_prompts
 from swiftbrush.teacher import load_teacher
 from swiftbrush.toy.grammar import all_captions
+from swiftbrush_runtime.commands import prepare_out_dir
 from swiftbrush_runtime.images import labelled_grid
 
 # Columns of grid.png: one caption per (colour, shape) pair, the background cycling, so every
@@ -44,7 +45,7 @@ def run_demo(out: Path, per_caption: int = 8, seed: int = 0) -> dict[str, Any]:
     """Run every stage, write out/report.json and out/grid.png, print a table."""
     from swiftbrush.toy.evaluator import Evaluator
 
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(out)  # made and probed before minutes of sampling
     evaluator = Evaluator.load()
     prompts = toy_prompts(per_caption)
     teacher = load_teacher("toy")
