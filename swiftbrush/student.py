@@ -39,8 +39,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from PIL import Image
 
 from swiftbrush.errors import InvalidArgumentError, InvalidModelError
-from swiftbrush_runtime.manifest import read_json
-from swiftbrush_runtime.onestep import PREDICTION_TYPES
+from swiftbrush_runtime.onestep import read_onestep as parse_onestep
 from swiftbrush.losses import output_to_x0
 from swiftbrush.prompts import encode_text
 
@@ -70,17 +69,8 @@ def initial_latents(seed: int, batch: int, channels: int, h: int, w: int) -> np.
 
 
 def read_onestep(student_dir: Path) -> dict[str, Any]:
-    """The one-step config of a finished student directory; InvalidModelError if it is not one."""
-    path = Path(student_dir) / ONESTEP
-    if not path.is_file():
-        raise InvalidModelError(f"{student_dir} has no {ONESTEP}: it is not a SwiftBrush student directory (make one with `swiftbrush distill`)")
-    config = read_json(path)
-    missing = [k for k in ("timestep", "alpha_T", "resolution", "scaling_factor", "vae_scale_factor") if k not in config]
-    if missing:
-        raise InvalidModelError(f"{path} lacks {', '.join(missing)}; rebuild the student with `swiftbrush distill`")
-    if config.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
-        raise InvalidModelError(f"{path}: prediction_type {config['prediction_type']!r} is not one of {', '.join(PREDICTION_TYPES)}")
-    return config
+    """The one-step config of a finished student directory, as a dict: the runtime's parser and checks."""
+    return parse_onestep(Path(student_dir) / ONESTEP).to_json()
 
 
 def one_step_x0(unet: Any, latents: Any, text_emb: Any, timestep: int, alpha_T: float, prediction_type: str = "epsilon") -> Any:
