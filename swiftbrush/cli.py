@@ -72,6 +72,9 @@ def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: 
 @click.option("--prompts", required=True, help="Prompts: a .txt (one per line), .jsonl or .json file, or 'toy'.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder; the student is written to OUT/student.")
 @click.option("--preset", default=None, help="sd21-base, sd15, sd-turbo or toy (default: from the teacher).")
+@click.option("--student-init", default=None,
+              help="Start the student from this UNet instead of the teacher's (SwiftBrush v2: stabilityai/sd-turbo for an SD 2.1-base "
+                   "teacher): a pipeline folder, a student folder, a hub id or a UNet folder of the teacher's architecture.")  # fmt: skip
 @click.option("--max-steps", type=int, default=None, help="Training steps.")
 @click.option("--batch-size", type=int, default=None, help="Prompts per process per step.")
 @click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints.")

@@ -35,6 +35,7 @@ class DistillConfig:
     lora_rank: int = 64  # LoRA rank of the LoRA teacher
     lora_alpha: float = 108.0  # LoRA alpha (scale alpha / rank)
     lora_targets: tuple[str, ...] = ("to_q", "to_v")  # attention projections that get LoRA adapters
+    student_init: str | None = None  # start the student from this UNet, not the teacher's (SwiftBrush v2: SD-Turbo)
     student_timestep: int = 999  # the timestep the one-step student is run at (input: pure noise)
     t_min: int = 20  # smallest VSD timestep (inclusive)
     t_max: int = 980  # largest VSD timestep (inclusive)
@@ -81,6 +82,8 @@ class DistillConfig:
     def fingerprint(self) -> str:
         """A hash of the fields that define the training math (resume refuses a mismatch)."""
         core = {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE_CHANGES}
+        if core.get("student_init") is None:  # runs from before the field existed resume unchanged
+            core.pop("student_init", None)
         return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> "DistillConfig":
@@ -101,6 +104,8 @@ class DistillConfig:
         need(1 <= self.lora_rank <= 1024, f"--lora-rank must be in 1..1024, got {self.lora_rank}")
         need(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
         need(len(self.lora_targets) > 0, "lora_targets must name at least one module, e.g. to_q,to_v")
+        need(self.student_init is None or (isinstance(self.student_init, str) and self.student_init.strip() != ""),
+             f"--student-init must name a model folder or hub id, got {self.student_init!r}")  # fmt: skip
         # The student folder's one-step DDIM (trailing spacing) runs at 999, and so do onestep.json and the sample grids.
         need(self.student_timestep == 999, f"student_timestep must be 999 (the one-step schedulers run there), got {self.student_timestep}")
         need(0 <= self.t_min <= self.t_max <= 999, f"need 0 <= t_min <= t_max <= 999, got t_min {self.t_min}, t_max {self.t_max}")
@@ -133,7 +138,8 @@ _PAPER = DistillConfig()  # SwiftBrush v1 on SD 2.1 base: the dataclass defaults
 PRESETS: dict[str, DistillConfig] = {
     "sd21-base": dataclasses.replace(_PAPER, preset="sd21-base"),
     "sd15": dataclasses.replace(_PAPER, preset="sd15"),
-    # SwiftBrush v2 starts the student from SD-Turbo; the VSD recipe is unchanged.
+    # The paper's recipe for an SD-Turbo teacher. SwiftBrush v2 instead keeps SD 2.1 base as the
+    # teacher and starts the student from SD-Turbo (`--student-init stabilityai/sd-turbo`).
     "sd-turbo": dataclasses.replace(_PAPER, preset="sd-turbo"),
     # The toy world (8x8x4 latents, 36 captions, 2 CPU cores), tuned on the toy teacher within
     # the demo's 5-minute budget (sweep in benchmarks/RESULTS.md):

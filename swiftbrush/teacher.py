@@ -70,12 +70,12 @@ class Teacher:
         )
 
 
-def resolve_teacher_path(source: str | Path) -> Path:
+def resolve_teacher_path(source: str | Path, what: str = "teacher", patterns: list[str] = _HUB_PATTERNS) -> Path:
     """A local diffusers folder for `source`: itself, the toy teacher, or a hub snapshot.
 
-    Hub ids download only the five SD components (safetensors, no pickles); when the
-    hub cannot be reached the local Hugging Face cache is used, and if the model is
-    not there either the error says so and how to fetch it.
+    Hub ids download only `patterns` (the five SD components; safetensors, no pickles); when
+    the hub cannot be reached the local Hugging Face cache is used, and if the model is
+    not there either the error says so and how to fetch it. `what` names the source in errors.
     """
     text = str(source)
     if text in TOY_NAMES:
@@ -83,17 +83,17 @@ def resolve_teacher_path(source: str | Path) -> Path:
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise InvalidModelError(f"teacher {text} is a file; pass a diffusers pipeline folder or a hub id")
+            raise InvalidModelError(f"{what} {text} is a file; pass a diffusers pipeline folder or a hub id")
         return path
     if not _HUB_ID.match(text) or text.startswith((".", "/", "~")):
-        raise InvalidModelError(f"teacher {text} does not exist; pass a diffusers pipeline folder, a hub id or 'toy'")
-    return _download(text)
+        raise InvalidModelError(f"{what} {text} does not exist; pass a diffusers pipeline folder, a hub id or 'toy'")
+    return _download(text, what, patterns)
 
 
-def _download(repo_id: str) -> Path:
+def _download(repo_id: str, what: str, patterns: list[str]) -> Path:
     from huggingface_hub import snapshot_download
 
-    kwargs: dict[str, Any] = dict(allow_patterns=_HUB_PATTERNS, ignore_patterns=["*.bin", "*.ckpt", "*.pt", "*.msgpack"])
+    kwargs: dict[str, Any] = dict(allow_patterns=patterns, ignore_patterns=["*.bin", "*.ckpt", "*.pt", "*.msgpack"])
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     if not offline:
         try:
@@ -104,7 +104,7 @@ def _download(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
     except Exception:
         raise OfflineError(
-            f"teacher {repo_id} is not in the local Hugging Face cache and the hub cannot be reached; "
+            f"{what} {repo_id} is not in the local Hugging Face cache and the hub cannot be reached; "
             f"on a connected machine run `huggingface-cli download {repo_id}` or pass a local diffusers folder"
         ) from None
 
@@ -169,6 +169,51 @@ def load_teacher(source: str | Path, *, device: str = "cpu", dtype: Any = None, 
     for module in (unet, vae, text_encoder):
         module.to(device).eval().requires_grad_(False)
     return Teacher(str(source), path, unet, vae, text_encoder, tokenizer, scheduler)
+
+
+def load_student_init(source: str | Path, teacher: Teacher) -> Any:
+    """The UNet a student starts from instead of a copy of the teacher's (SwiftBrush v2: SD-Turbo's for SD 2.1 base).
+
+    `source` is a pipeline folder (a student folder too), a hub id (only its unet/ and scheduler/
+    are fetched), `toy`, or a bare UNet folder (config.json + weights). It must be the teacher's
+    UNet architecture and predict what the teacher predicts: the VSD gradient and the one-step
+    map are written in the teacher's parameterisation. Safetensors only.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    what = "--student-init"
+    path = resolve_teacher_path(source, what, ["model_index.json", "unet/*", "scheduler/*"])
+    if (path / "unet" / "model.onnx").is_file():
+        raise InvalidModelError(f"{what} {source} is an ONNX export; pass the student or pipeline folder it was made from")
+    bare = (path / "config.json").is_file() and _read_json(path / "config.json").get("_class_name") == "UNet2DConditionModel"
+    if (path / "unet" / "config.json").is_file():
+        unet_dir = path / "unet"
+    elif bare:
+        unet_dir = path  # a bare UNet folder: it has no scheduler to say what it predicts
+    else:
+        raise InvalidModelError(f"{what} {source}: {path} holds neither a unet/ folder nor a UNet2DConditionModel config.json")
+    sched_file = path / "scheduler" / "scheduler_config.json"
+    if sched_file.is_file():
+        prediction = _read_json(sched_file).get("prediction_type", "epsilon")
+        if prediction != teacher.prediction_type:
+            raise UnsupportedModelError(f"{what} {source} predicts {prediction!r} but the teacher predicts {teacher.prediction_type!r}; start from a model of the teacher's kind")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(unet_dir, torch_dtype=torch.float32, use_safetensors=True)
+    except Exception as e:  # no safetensors, a truncated file: one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidModelError(f"{what} weights in {unet_dir} do not load ({first})") from None
+    # Same parameter names and shapes, and the same latent size: compute-only settings (upcast_attention,
+    # dropout) may differ, the student keeps its own.
+    mine = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in teacher.unet.state_dict().items()}
+    differ = [f"{k} {mine.get(k)} vs the teacher's {theirs.get(k)}" for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+    if unet.config.sample_size != teacher.unet.config.sample_size:
+        differ.insert(0, f"sample_size {unet.config.sample_size} vs the teacher's {teacher.unet.config.sample_size}")
+    if differ:
+        more = f" and {len(differ) - 2} more" if len(differ) > 2 else ""
+        raise UnsupportedModelError(f"{what} {source} is not the teacher's UNet architecture ({'; '.join(differ[:2])}{more}); start from a fine-tune of the teacher")
+    return unet
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -317,7 +317,7 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
 
     from swiftbrush.prompts import encode_prompts, load_prompts
     from swiftbrush.student import write_student
-    from swiftbrush.teacher import load_teacher
+    from swiftbrush.teacher import load_student_init, load_teacher
 
     out = Path(out)
     config.validate()
@@ -356,7 +356,8 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     # 2. Models: the teacher, the student (a full copy), LoRA adapters on the teacher.
     teacher = load_teacher(teacher_source)
     teacher_id = teacher_fingerprint(teacher)
-    student, teacher_unet = make_models(config, teacher.unet, weight_dtype)
+    init = load_student_init(config.student_init, teacher) if config.student_init else None
+    student, teacher_unet = make_models(config, teacher.unet, weight_dtype, student_init=init)
 
     # 3. EMA of the student (the released weights).
     ema = EMAModel(student.parameters(), decay=config.ema_decay, use_ema_warmup=config.ema_warmup, foreach=True,
@@ -529,13 +530,13 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     return student_dir
 
 
-def make_models(config: DistillConfig, teacher_unet: Any, weight_dtype: torch.dtype) -> tuple[Any, Any]:
-    """The student (a full fp32 copy of the teacher UNet) and the teacher UNet with LoRA adapters.
+def make_models(config: DistillConfig, teacher_unet: Any, weight_dtype: torch.dtype, student_init: Any = None) -> tuple[Any, Any]:
+    """The student (a full fp32 copy of the teacher UNet, or `student_init`) and the teacher UNet with LoRA adapters.
 
     The teacher's own weights stay frozen (in `weight_dtype` under mixed precision); the
     LoRA weights train in fp32. With `config.sds` no adapters are added.
     """
-    student = copy.deepcopy(teacher_unet).float().requires_grad_(True).train()
+    student = (student_init if student_init is not None else copy.deepcopy(teacher_unet)).float().requires_grad_(True).train()
     teacher_unet.requires_grad_(False)
     if weight_dtype != torch.float32:
         with _quiet_diffusers():  # a UNet2DConditionModel has no modules that must stay fp32

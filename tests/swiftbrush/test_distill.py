@@ -345,3 +345,44 @@ def test_several_lora_updates_per_student_update(tiny_teacher, tmp_path):
     student_opt, lora_opt = (load_optimizer_state(ckpt / f"optimizer_{n}.safetensors") for n in ("student", "lora"))
     assert {int(s["step"]) for s in student_opt["state"].values()} == {2}
     assert {int(s["step"]) for s in lora_opt["state"].values()} == {6}
+
+
+def test_student_init_starts_the_student_from_another_unet(tiny_teacher, tmp_path):
+    """--student-init (SwiftBrush v2's SD-Turbo start): the student begins at that UNet, the teacher stays the teacher."""
+    from conftest import make_tiny_teacher
+
+    init = make_tiny_teacher(tmp_path / "init", seed=1)  # same architecture, other weights
+    out = tmp_path / "run"
+    result = distill(tiny_teacher, out, "--max-steps", "1", "--student-init", str(init))
+    assert result.exit_code == 0, result.output
+    student, start, teacher = (unet_weights(p / "unet") for p in (out / "student", init, tiny_teacher))
+    to_start = sum((student[k] - start[k]).abs().sum().item() for k in student)
+    to_teacher = sum((student[k] - teacher[k]).abs().sum().item() for k in student)
+    assert to_start < 0.01 * to_teacher, (to_start, to_teacher)  # one small step away from the init, far from the teacher
+    made_from = json.loads((out / "student" / "manifest.json").read_text())["made_from"]
+    assert made_from["config"]["student_init"] == str(init) and made_from["teacher"] == str(tiny_teacher)
+    # A resume must start from the same UNet: another --student-init is another config.
+    other = distill(tiny_teacher, out, "--max-steps", "2", "--resume", "--student-init", str(tiny_teacher))
+    assert other.exit_code == 2 and "student_init" in other.output, other.output
+
+
+def test_student_init_of_another_architecture_or_parameterisation_is_refused(tiny_teacher, tmp_path):
+    from conftest import make_tiny_teacher
+
+    from diffusers import UNet2DConditionModel
+
+    cfg = {k: v for k, v in json.loads((tiny_teacher / "unet" / "config.json").read_text()).items() if not k.startswith("_")}
+    wide, small = tmp_path / "wide", tmp_path / "small"  # bare UNet folders
+    UNet2DConditionModel(**{**cfg, "block_out_channels": [16, 48]}).save_pretrained(wide)
+    UNet2DConditionModel(**{**cfg, "sample_size": 16}).save_pretrained(small)
+    v_model = make_tiny_teacher(tmp_path / "v", seed=1, prediction_type="v_prediction")
+    onnx_dir = tmp_path / "onnx"
+    (onnx_dir / "unet").mkdir(parents=True)
+    (onnx_dir / "unet" / "model.onnx").write_bytes(b"onnx")
+    for init, words in [(wide, "not the teacher's UNet architecture ("), (small, "(sample_size 16 vs the teacher's 8"),
+                        (v_model, "predicts 'v_prediction'"),
+                        (tmp_path / "missing", "does not exist"), (onnx_dir, "is an ONNX export")]:  # fmt: skip
+        line = one_error_line(run_cli("distill", "--teacher", str(tiny_teacher), "--prompts", "toy", "--out", str(tmp_path / "r"),
+                                      "--max-steps", "1", "--student-init", str(init)))  # fmt: skip
+        assert words in line, line
+    assert not (tmp_path / "r" / "student").exists()
