@@ -78,3 +78,15 @@ def test_generate_in_a_torch_free_venv(python: str, wheel: Path, onnx_fp16: Path
 
     ref = Generator.load(tiny_student, backend="torch", device="cpu").generate(["a red circle on a blue background"], seed=11)[0].astype(np.float32)
     assert np.abs(slim_png - ref).max() <= 2, np.abs(slim_png - ref).max()
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_toy_world(wheel: Path):
+    """`pip install swiftbrush` users get `--teacher toy` too: every asset file is in the wheel."""
+    import zipfile
+
+    assets = ROOT / "swiftbrush" / "toy" / "assets"
+    shipped = {p.relative_to(ROOT).as_posix() for p in assets.rglob("*") if p.is_file()}
+    assert shipped, "no toy assets in the checkout"
+    in_wheel = set(zipfile.ZipFile(wheel).namelist())
+    assert shipped <= in_wheel, sorted(shipped - in_wheel)[:5]
