@@ -48,7 +48,7 @@ from swiftbrush_export import graphs
 from swiftbrush_export.specs import GraphSpec, Shapes, check_shapes, decoder_spec, text_encoder_spec, unet_spec
 from swiftbrush_export.specs import fp32_layers as fp32_layer_policy
 from swiftbrush_export.student import ONESTEP, Student, check_student_dir, load_student
-from swiftbrush_runtime.errors import InvalidArgumentError
+from swiftbrush_runtime.errors import InvalidArgumentError, first_line
 from swiftbrush_runtime.manifest import atomic_dir, check_out_dir, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -296,8 +296,7 @@ def _export_taesd(folder: Path, scaling_factor: float, out: Path, spec: GraphSpe
     try:
         tiny = AutoencoderTiny.from_pretrained(folder, torch_dtype=torch.float32, use_safetensors=True).eval().requires_grad_(False)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InvalidArgumentError(f"--taesd {folder} does not load as an AutoencoderTiny ({first})") from None
+        raise InvalidArgumentError(f"--taesd {folder} does not load as an AutoencoderTiny ({first_line(e)})") from None
 
     class TinyDecode(torch.nn.Module):
         def __init__(self) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swiftbrush_runtime.errors import InvalidModelError
+from swiftbrush_runtime.errors import InvalidModelError, first_line
 from swiftbrush_runtime.manifest import MANIFEST, read_manifest, sha256_file
 from swiftbrush_runtime.onestep import ONESTEP, OneStep, read_onestep
 
@@ -78,8 +78,7 @@ def load_student(path: Path | str, verify: bool = True) -> Student:
             info.path, torch_dtype=torch.float32, use_safetensors=True, safety_checker=None, feature_extractor=None, requires_safety_checker=False
         )
     except Exception as e:  # truncated or mismatched weights: one line, not a traceback
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InvalidModelError(f"student weights in {info.path} do not load ({first}); re-run `swiftbrush distill` or re-copy the directory") from None
+        raise InvalidModelError(f"student weights in {info.path} do not load ({first_line(e)}); re-run `swiftbrush distill` or re-copy the directory") from None
     finally:
         if bars:
             diffusers_logging.enable_progress_bar()

@@ -16,3 +16,9 @@ class InvalidModelError(SwiftBrushError):
 
 class InvalidArgumentError(SwiftBrushError):
     """A flag or argument value outside what is allowed."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name if empty): the cause in a one-line error."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -39,6 +39,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from PIL import Image
 
 from swiftbrush.errors import InvalidArgumentError, InvalidModelError
+from swiftbrush_runtime.errors import first_line
 from swiftbrush_runtime.onestep import read_onestep as parse_onestep
 from swiftbrush.losses import output_to_x0
 from swiftbrush.prompts import encode_text
@@ -125,8 +126,7 @@ class OneStepPipeline(DiffusionPipeline):
             tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
             scheduler = one_step_scheduler(DDIMScheduler.load_config(path, subfolder="scheduler"))
         except Exception as e:  # truncated or foreign files: one line, not a traceback
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InvalidModelError(f"student in {path} does not load ({first}); rebuild it with `swiftbrush distill`") from None
+            raise InvalidModelError(f"student in {path} does not load ({first_line(e)}); rebuild it with `swiftbrush distill`") from None
         pipe = cls(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, onestep=onestep)
         for module in (unet, vae, text_encoder):
             module.eval().requires_grad_(False)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from swiftbrush.errors import InvalidModelError, OfflineError, UnsupportedModelError
+from swiftbrush_runtime.errors import first_line
 from swiftbrush_runtime.onestep import PREDICTION_TYPES
 
 TOY_TEACHER_DIR = Path(__file__).parent / "toy" / "assets" / "teacher"
@@ -159,8 +160,7 @@ def load_teacher(source: str | Path, *, device: str = "cpu", dtype: Any = None, 
         text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, use_safetensors=True, variant=variant)
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
     except Exception as e:  # corrupted safetensors, truncated file, wrong shapes: one line, not a traceback
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InvalidModelError(f"teacher weights in {path} do not load ({first}); re-download or re-export the folder") from None
+        raise InvalidModelError(f"teacher weights in {path} do not load ({first_line(e)}); re-download or re-export the folder") from None
     scheduler = DDPMScheduler.from_config(sched_config)
     if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
         raise UnsupportedModelError(
@@ -186,10 +186,9 @@ def load_student_init(source: str | Path, teacher: Teacher) -> Any:
     path = resolve_teacher_path(source, what, ["model_index.json", "unet/*", "scheduler/*"])
     if (path / "unet" / "model.onnx").is_file():
         raise InvalidModelError(f"{what} {source} is an ONNX export; pass the student or pipeline folder it was made from")
-    bare = (path / "config.json").is_file() and _read_json(path / "config.json").get("_class_name") == "UNet2DConditionModel"
     if (path / "unet" / "config.json").is_file():
         unet_dir = path / "unet"
-    elif bare:
+    elif (path / "config.json").is_file() and _read_json(path / "config.json").get("_class_name") == "UNet2DConditionModel":
         unet_dir = path  # a bare UNet folder: it has no scheduler to say what it predicts
     else:
         raise InvalidModelError(f"{what} {source}: {path} holds neither a unet/ folder nor a UNet2DConditionModel config.json")
@@ -201,8 +200,7 @@ def load_student_init(source: str | Path, teacher: Teacher) -> Any:
     try:
         unet = UNet2DConditionModel.from_pretrained(unet_dir, torch_dtype=torch.float32, use_safetensors=True)
     except Exception as e:  # no safetensors, a truncated file: one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InvalidModelError(f"{what} weights in {unet_dir} do not load ({first})") from None
+        raise InvalidModelError(f"{what} weights in {unet_dir} do not load ({first_line(e)})") from None
     # Same parameter names and shapes, and the same latent size: compute-only settings (upcast_attention,
     # dropout) may differ, the student keeps its own.
     mine = {k: tuple(v.shape) for k, v in unet.state_dict().items()}

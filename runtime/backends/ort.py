@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from swiftbrush_runtime.backends.base import Backend, BackendUnavailableError
-from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
+from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError, first_line
 
 _DEFAULT_ORDER = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -90,8 +90,7 @@ class OrtBackend(Backend):
             try:
                 self.sessions[name] = ort.InferenceSession(str(file), sess_options=opts, providers=self.providers, provider_options=provider_options)
             except Exception as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise InvalidModelError(f"{file} does not load in ONNX Runtime ({first}); re-export with `swiftbrush export onnx`") from None
+                raise InvalidModelError(f"{file} does not load in ONNX Runtime ({first_line(e)}); re-export with `swiftbrush export onnx`") from None
         batch = manifest.get("batch", {})
         self.max_batch = int(batch.get("max", 1))
         self.static_batch = None if manifest.get("dynamic") else self.max_batch

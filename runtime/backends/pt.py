@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from swiftbrush_runtime.backends.base import Backend, BackendUnavailableError
-from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
+from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError, first_line
 from swiftbrush_runtime.onestep import read_onestep
 
 
@@ -70,8 +70,7 @@ class TorchBackend(Backend):
                 self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=self.dtype, **common)
                 self.latent_scale = 1.0
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InvalidModelError(f"student weights in {path} do not load ({first})") from None
+            raise InvalidModelError(f"student weights in {path} do not load ({first_line(e)})") from None
         if isinstance(self.vae, AutoencoderKL):  # one step only decodes: the encoder is dead weight (34M params)
             self.vae.encoder = self.vae.quant_conv = None
         for m in (self.text_encoder, self.unet, self.vae):
