@@ -1,5 +1,7 @@
 """The committed toy evaluator: accuracy on fresh renders and the scores' behaviour."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,19 @@ def test_frechet_distance_of_identical_sets_is_zero_and_grows_with_shift():
     a = np.random.default_rng(0).normal(size=(500, 8))
     assert abs(frechet_distance(a, a)) < 1e-6
     assert frechet_distance(a, a + 1.0) == pytest.approx(8.0, rel=1e-6)
+
+
+def test_frechet_distance_with_differing_covariances_and_no_deprecated_scipy_calls():
+    """b = 2a: cov_b = 4 cov_a, so sqrt(cov_a cov_b) = 2 cov_a and FD = |mu_a|^2 + tr(cov_a).
+
+    Warnings are errors here: SciPy 1.16 deprecated sqrtm's `disp=` and 1.18 removed it, which
+    broke the toy scores on a machine with a newer SciPy; a deprecated call fails this test first.
+    """
+    a = np.random.default_rng(1).normal(loc=0.5, size=(400, 6)) @ np.random.default_rng(2).normal(size=(6, 6))
+    expected = float((a.mean(0) ** 2).sum() + np.trace(np.cov(a, rowvar=False)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert frechet_distance(a, 2.0 * a) == pytest.approx(expected, rel=1e-6)
 
 
 def test_prompts_outside_the_grammar_are_refused(evaluator):
