@@ -25,7 +25,6 @@ import numpy as np
 
 from swiftbrush_runtime import backends as _backends
 from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
-from swiftbrush_runtime.images import to_uint8
 from swiftbrush_runtime.manifest import read_manifest
 from swiftbrush_runtime.onestep import MAX_SIDE, read_onestep
 from swiftbrush_runtime.tokenizer import ClipTokenizer
@@ -168,11 +167,11 @@ class Generator:
             emb = self.encode(prompts)
             t1 = time.perf_counter()
             z = self.noise(len(prompts), int(seed), height, width)
-            images = self.run_batched(self.backend.run, z, emb)
+            images = self.run_batched(self.backend.run_uint8 if output == "uint8" else self.backend.run, z, emb)
             self.backend.synchronize()
             t2 = time.perf_counter()
             self.last_timings = {"text_encoder_ms": (t1 - t0) * 1e3, "image_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3}
-        return to_uint8(images) if output == "uint8" else images
+        return images
 
     def __call__(self, prompts: Sequence[str] | str, seed: int = 0, height: int | None = None, width: int | None = None) -> list[Any]:
         """PIL images, one per prompt, in order."""

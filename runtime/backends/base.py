@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from swiftbrush_runtime.errors import SwiftBrushError
+from swiftbrush_runtime.images import to_uint8
 
 
 class BackendUnavailableError(SwiftBrushError):
@@ -38,6 +39,14 @@ class Backend:
     def run(self, noise: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
         """UNet then decoder; GPU backends override this to keep data on the device."""
         return self.decode(self.denoise(noise, embeddings))
+
+    def run_uint8(self, noise: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        """`run` as uint8 [B, H, W, 3] images (what `generate` returns by default).
+
+        GPU backends that can override this to convert on the device: a quarter of the
+        bytes crosses to the host.
+        """
+        return to_uint8(self.run(noise, embeddings))
 
     def synchronize(self) -> None:
         """Wait for queued device work (for timing); CPU backends return at once."""

@@ -8,7 +8,8 @@ fp32 on CPU. On CUDA: fp16, SDPA attention (diffusers' default processor) with t
 q/k/v projections fused into one matmul (`fuse_qkv`), channels-last memory format for
 the UNet and the tiny decoder (not the KL VAE decoder: slower there), the text encoder
 and the UNet + decoder each captured as a CUDA graph per input shape (replayed after
-the first call), the VAE's encoder dropped, and optional torch.compile (default mode).
+the first call), the VAE's encoder dropped, optional torch.compile (default mode) of the
+UNet and decoder, and images converted to uint8 on the device for generate().
 The output (eps or v) -> x0 -> latent math is the exported graph's, in fp32. benchmarks/gpu_bench.py
 (case "levers") measures each lever on its own; RESULTS.md has the figures.
 """
@@ -89,6 +90,8 @@ class TorchBackend(Backend):
         self._graphs: dict[tuple, tuple | None] = {}  # (stage, input shapes) -> (graph, static inputs, static output); None: eager
         self.compile = (compile if isinstance(compile, str) else "inductor") if compile else None
         if self.compile:  # default mode (the autotuning modes do not finish compiling in a short GPU slot), static shapes
+            # Not the text encoder: compiled, it gained 0.1 ms of 1.6 on an H100 (RESULTS.md, within
+            # run-to-run spread) for a longer first call; under its CUDA graph it stays eager.
             self.unet = torch.compile(self.unet, backend=self.compile, dynamic=False)
             self.vae.decode = torch.compile(self.vae.decode, backend=self.compile, dynamic=False)
 
@@ -128,8 +131,16 @@ class TorchBackend(Backend):
     def _decode(self, latent: Any) -> Any:
         return self.vae.decode((latent * self.latent_scale).to(self.dtype), return_dict=False)[0]
 
-    def _pipeline(self, noise: Any, emb: Any) -> Any:
-        return self._decode(self._latent(noise, emb))
+    def _pipeline(self, noise: Any, emb: Any) -> tuple[Any, Any]:
+        """The decoder's image and the same as uint8 NHWC, both from one graph.
+
+        The uint8 conversion is to_uint8's math in fp32 on the device, so it rounds the same,
+        and a quarter of the bytes (no fp32 upcast) crosses to the host: 0.7 ms of 9.2 per
+        512x512 image on an H100, compiled, tiny decoder (RESULTS.md).
+        """
+        image = self._decode(self._latent(noise, emb))
+        u8 = ((image.float() / 2 + 0.5).clamp(0.0, 1.0) * 255).round().to(self.torch.uint8)
+        return image, u8.permute(0, 2, 3, 1).contiguous()
 
     # Each stage, and UNet + decoder together (what generate() runs), under its own CUDA graph, so
     # `swiftbrush bench`'s per-component times are those of the path generate() takes.
@@ -146,10 +157,16 @@ class TorchBackend(Backend):
         with self.torch.inference_mode():
             return self._graphed("decoder", self._decode, self._t(latent, self.torch.float32)).float().cpu().numpy()
 
-    def run(self, noise: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    def _run_pipeline(self, noise: np.ndarray, embeddings: np.ndarray) -> tuple[Any, Any]:
         with self.torch.inference_mode():
             z, emb = self._t(noise, self.torch.float32), self._t(embeddings)
-            return self._graphed("pipeline", self._pipeline, z, emb).float().cpu().numpy()
+            return self._graphed("pipeline", self._pipeline, z, emb)
+
+    def run(self, noise: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        return self._run_pipeline(noise, embeddings)[0].float().cpu().numpy()
+
+    def run_uint8(self, noise: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        return self._run_pipeline(noise, embeddings)[1].cpu().numpy()
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):
@@ -171,6 +188,7 @@ class TorchBackend(Backend):
 
     def close(self) -> None:
         self.text_encoder = self.unet = self.vae = None
+        self._graphs.clear()  # each graph holds its private memory pool and static buffers
 
 
 def capture_cuda_graph(torch: Any, fn: Any, *inputs: Any) -> tuple:

@@ -46,6 +46,22 @@ def test_matches_torch_backend(ort_gen: Generator, tiny_student: Path):
     assert torch_gen.backend.vae.encoder is None  # one step only decodes: the KL encoder is not kept
 
 
+def test_uint8_output_is_the_float_output_rounded(ort_gen: Generator, tiny_student: Path):
+    """generate()'s default uint8 path (converted on the device by the torch backend, on the host
+    by the others) gives exactly to_uint8 of the float path."""
+    from swiftbrush_runtime.images import to_uint8
+
+    torch_gen = Generator.load(tiny_student, backend="torch", device="cpu")
+    for gen in (ort_gen, torch_gen):
+        u8 = gen.generate(PROMPTS, seed=4)
+        assert u8.dtype == np.uint8 and u8.shape == (3, 64, 64, 3)
+        np.testing.assert_array_equal(u8, to_uint8(gen.generate(PROMPTS, seed=4, output="float")))
+    # the torch backend's uint8 and float images come out of one pipeline call (one CUDA graph on a GPU)
+    b = torch_gen.backend
+    z, emb = torch_gen.noise(3, 4), torch_gen.encode(PROMPTS)
+    np.testing.assert_array_equal(b.run_uint8(z, emb), to_uint8(b.run(z, emb)))
+
+
 def test_torch_compile_option(tiny_student: Path):
     """compile= reaches torch.compile (dynamo's "eager" backend here: inductor's C++ build is minutes on 2 cores)."""
     plain = Generator.load(tiny_student, backend="torch", device="cpu")

@@ -66,6 +66,9 @@ def test_torch_cuda_fp16(tiny_student: Path, onnx_fp32: Path):
     emb = b.encode(ids)
     staged = b.decode(b.denoise(z, emb))
     assert np.abs(staged - b.run(z, emb)).max() < 2e-3
+    from swiftbrush_runtime.images import to_uint8
+
+    np.testing.assert_array_equal(b.run_uint8(z, emb), to_uint8(b.run(z, emb)))  # converted on the GPU, same rounding
     assert np.array_equal(b.encode(ids), emb)  # replayed graph, same result
     mem = b.memory()
     assert 0 < mem["allocated_bytes"] <= mem["peak_allocated_bytes"]
