@@ -91,7 +91,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import export_sd_size as sizes  # noqa: E402  (sibling benchmark: SD 2.1-base and tiny configs)
 
 CASES = ("eager", "levers", "compile_graph", "compile_channels_last", "fp8", "runtime_torch", "runtime_torch_compile", "runtime_ort", "runtime_trt")
-COMPILED = ("runtime_torch_compile", "compile_graph", "fp8", "compile_channels_last")  # run last (longest) and at --compile-batches; fp8 after compile_graph, whose images it compares with
+COMPILED = ("compile_graph", "fp8", "compile_channels_last", "runtime_torch_compile")  # run last (longest) and at --compile-batches, the anchor first: fp8 compares its images with it
 # The torch backend's levers, added one at a time in this order by the "levers" case.
 LEVERS = ("fp16 NCHW", "+ channels-last UNet, TAESD", "+ fused q/k/v")
 DECODERS = ("vae", "taesd")
@@ -573,29 +573,43 @@ class Bench:
                 self.row(case, decoder, b, self.time_generator(gen, decoder, b, load_s))
         finally:
             gen.close()
+            free(self.device)  # the next decoder's row must not count this one's graphs
 
     def time_generator(self, gen: Any, decoder: str, batch: int, load_s: float) -> dict[str, Any]:
+        from swiftbrush_runtime.images import to_uint8
+
         resident = self.memory_start()
         b = gen.backend
         prompts = self.prompts[:batch]
         t0 = time.perf_counter()
-        gen.generate(prompts, seed=self.args.seed, output="float")  # the torch backend captures its graph here
+        gen.generate(prompts, seed=self.args.seed)  # the torch backend compiles and captures its graphs here
         first_call_s = time.perf_counter() - t0
+        generate_only = self.memory_peak(resident)  # what an app that only calls generate() holds at most
         ids, _ = gen.tokenizer.encode(prompts)
         z = gen.noise(batch, self.args.seed)
         assert np.array_equal(z, self.noise[:batch]) and np.array_equal(ids, self.ids[:batch]), "the runtime's inputs differ from the reference's"
         emb = gen.run_batched(b.encode, ids)
         latent = gen.run_batched(b.denoise, z, emb)
+        gen.generate(prompts, seed=self.args.seed)  # the uint8 path shares the float path's graph; this checks it is not captured again
         calls = {
             "text_encoder": lambda: gen.run_batched(b.encode, ids),
             "unet": lambda: gen.run_batched(b.denoise, z, emb),
             "decoder": lambda: gen.run_batched(b.decode, latent),
-            "end_to_end": lambda: gen.generate(prompts, seed=self.args.seed, output="float"),  # tokenizer, text encoder, graph
+            # what an app gets from generate(): tokenizer, text encoder, UNet + decoder, uint8 HxWx3 on the host
+            "end_to_end": lambda: gen.generate(prompts, seed=self.args.seed),
+            "end_to_end_float": lambda: gen.generate(prompts, seed=self.args.seed, output="float"),  # float NCHW on the host
         }
         timings = {name: stats(time_ms(fn, self.device, self.args.iters, self.args.warmup), batch) for name, fn in calls.items()}
+        cache_size = gen.cache_size
+        gen.cache_size = len(prompts)  # the prompt embedding cache: an app that repeats its prompts skips the text encoder
+        gen.generate(prompts, seed=self.args.seed)
+        timings["end_to_end_cached_prompts"] = stats(time_ms(lambda: gen.generate(prompts, seed=self.args.seed), self.device, self.args.iters, self.args.warmup), batch)
+        gen.cache_size = cache_size
         image = gen.generate(prompts, seed=self.args.seed, output="float")
         out = {
             "timings": timings,
+            "peak_gib_generate_only": generate_only["peak_gib"],
+            "uint8_matches_float": bool(np.array_equal(gen.generate(prompts, seed=self.args.seed), to_uint8(image))),
             "first_call_s": round(first_call_s, 2),
             "load_s": round(load_s, 1),
             "backend_info": gen.info(),
@@ -836,6 +850,15 @@ def format_table(report: dict[str, Any]) -> str:
             f"{e2e['median_ms']:.2f} | {e2e['p90_ms']:.2f} | {r['images_per_second']:.1f} | {e2e['floor_ms']:.3g} | "
             f"{e2e['measured_over_floor']:.3g} | {r['first_call_s']:.1f} | {mem} | {err} | {'yes' if p['pass'] else '**no**'} |"
         )
+    runtime = [r for r in report["cases"] if r["status"] == "ok" and "end_to_end_float" in r["timings"]]
+    if runtime:
+        lines += ["", "Runtime rows: e2e above is generate()'s uint8 images on the host; beside it, float images, and prompts found in the cache:", ""]
+        lines += ["| case | decoder | batch | e2e uint8 ms | e2e float ms | e2e cached prompts ms | uint8 = to_uint8(float) | peak GiB, generate() only |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in runtime:
+            t, peak = r["timings"], r.get("peak_gib_generate_only")
+            lines.append(f"| {r['case']} | {r['decoder']} | {r['batch']} | {_ms(t, 'end_to_end')} | {_ms(t, 'end_to_end_float')} | "
+                         f"{_ms(t, 'end_to_end_cached_prompts')} | {r.get('uint8_matches_float')} | {'—' if peak is None else f'{peak:.2f}'} |")  # fmt: skip
     return "\n".join(lines)
 
 

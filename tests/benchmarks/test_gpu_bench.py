@@ -58,7 +58,11 @@ def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path, tiny_stude
     for r in ok:
         p = r["parity"]
         assert p["finite"] and p["pass"] and p["max_abs_err_01"] <= 1e-4, (r["case"], r["decoder"], r["batch"], p)
-        assert set(r["timings"]) == {"text_encoder", "unet", "decoder", "end_to_end"}
+        runtime = r["case"].startswith("runtime_")
+        extra = {"end_to_end_float", "end_to_end_cached_prompts"} if runtime else set()
+        assert set(r["timings"]) == {"text_encoder", "unet", "decoder", "end_to_end"} | extra
+        if runtime:  # generate()'s uint8 images are exactly the float ones rounded, on every backend
+            assert r["uint8_matches_float"] is True, r["case"]
         assert r["timings"]["end_to_end"]["floor_ms"] > 0 and r["peak_gib"] is None  # no GPU memory on CPU
 
     toy = report["toy_quality"]  # the random tiny student scored in fp32; FP8 refused on CPU
@@ -69,10 +73,12 @@ def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path, tiny_stude
 
     lines = proc.stdout.strip().splitlines()
     assert any(line.startswith("Toy quality (") for line in lines) and "| fp32 |" in proc.stdout
-    header = next(i for i, line in enumerate(lines) if line.startswith("| case |"))
-    table = lines[header:]
-    assert all(line.startswith("|") for line in table)  # the table is the last thing printed
-    assert len(table) == 2 + len(rows)
+    header = next(i for i, line in enumerate(lines) if line.startswith("| case | decoder | batch | text enc"))
+    table = lines[header : header + 2 + len(rows)]
+    assert all(line.startswith("|") for line in table) and not lines[header + 2 + len(rows)].startswith("|")
+    runtime_rows = [r for r in ok if r["case"].startswith("runtime_")]
+    runtime_table = lines[-2 - len(runtime_rows) :]  # the runtime's uint8 / float / cached-prompt table is printed last
+    assert runtime_table[0].startswith("| case | decoder | batch | e2e uint8 ms") and all(line.startswith("|") for line in runtime_table)
 
 
 def test_fp8_filter_keeps_scaled_mm_shapes_and_leaves_time_embedding_and_torchao_128x128_out(gpu_bench: ModuleType):
