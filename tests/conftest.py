@@ -9,121 +9,12 @@ with its teacher's structure.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-SEQ_LEN = 77
-
-
-def make_tiny_student(out: Path, seed: int = 0) -> Path:
-    """Write a student directory (diffusers folder + onestep.json + manifest) with random weights."""
-    import torch
-    from diffusers import AutoencoderKL, AutoencoderTiny, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from swiftbrush.student import one_step_scheduler
-    from swiftbrush.toy import models
-    from swiftbrush.toy.vocab import write_tokenizer
-    from swiftbrush_runtime.manifest import write_manifest
-
-    out = Path(out)
-    tok_dir = out / "tokenizer"
-    write_tokenizer(tok_dir)
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            **models.text_encoder_config(
-                len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-            )
-        )
-    )
-    vae = AutoencoderKL(**models.VAE_CONFIG)
-    unet = UNet2DConditionModel(**models.UNET_CONFIG)
-    # Random decoders output tiny values; scale the last conv so images span [-1, 1]
-    # and the fp16 comparisons see realistic activation sizes.
-    with torch.no_grad():
-        vae.decoder.conv_out.weight.mul_(4.0)
-    scheduler = one_step_scheduler(models.SCHEDULER_CONFIG)  # as write_student
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out, safe_serialization=True)
-    write_tokenizer(tok_dir)  # save_pretrained rewrote the folder from the slow tokenizer; keep tokenizer.json
-    # A tiny autoencoder decoder (TAESD's architecture at toy widths) for --decoder taesd.
-    AutoencoderTiny(
-        encoder_block_out_channels=(16, 16, 16, 16), decoder_block_out_channels=(16, 16, 16, 16),
-        num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4,
-    ).save_pretrained(out / "taesd", safe_serialization=True)
-    alpha_T = float(scheduler.alphas_cumprod[999])
-    onestep = {
-        "timestep": 999,
-        "alpha_T": alpha_T,
-        "prediction_type": "epsilon",
-        "resolution": models.RESOLUTION,
-        "latent_channels": 4,
-        "vae_scale_factor": 8,
-        "scaling_factor": float(vae.config.scaling_factor),
-        "teacher": "random-tiny",
-        "guidance_scale": 1.5,
-    }
-    (out / "onestep.json").write_text(json.dumps(onestep, indent=2) + "\n")
-    write_manifest(out, "student", teacher="random-tiny", step=0)
-    return out
-
-
-def student_from_teacher(teacher: Path, out: Path) -> Path:
-    """A student directory from a teacher folder: the teacher UNet itself as the one-step student.
-
-    Not a good student (one step of a multi-step teacher), but exactly the structure,
-    weights and activation sizes of a trained model, which is what export parity needs.
-    It keeps the teacher's scheduler, as students written before `one_step_scheduler` did.
-    """
-    import shutil
-
-    from diffusers import AutoencoderKL, DDPMScheduler
-
-    from swiftbrush_runtime.manifest import write_manifest
-
-    shutil.copytree(teacher, out, ignore=shutil.ignore_patterns("manifest.json", "*.bin", "*.ckpt"))
-    scheduler = DDPMScheduler.from_pretrained(out, subfolder="scheduler")
-    vae_cfg = AutoencoderKL.load_config(out, subfolder="vae")
-    unet_cfg = json.loads((out / "unet" / "config.json").read_text())
-    vae_scale = 2 ** (len(vae_cfg["block_out_channels"]) - 1)
-    onestep = {
-        "timestep": 999,
-        "alpha_T": float(scheduler.alphas_cumprod[999]),
-        "prediction_type": "epsilon",
-        "resolution": int(unet_cfg["sample_size"]) * vae_scale,
-        "latent_channels": int(unet_cfg["in_channels"]),
-        "vae_scale_factor": vae_scale,
-        "scaling_factor": float(vae_cfg.get("scaling_factor", 0.18215)),
-        "teacher": str(teacher),
-        "guidance_scale": 1.5,
-    }
-    (out / "onestep.json").write_text(json.dumps(onestep, indent=2) + "\n")
-    write_manifest(out, "student", teacher=str(teacher), step=0)
-    return out
-
-
-def optimum_and_runtime_images(onnx_dir: Path, prompts: list[str], seed: int) -> tuple:
-    """optimum's ORTStableDiffusionPipeline (one step, no guidance) and the runtime on the same noise: NHWC in [0, 1]."""
-    import numpy as np
-    import torch
-    from optimum.onnxruntime import ORTStableDiffusionPipeline
-
-    from swiftbrush_runtime import Generator
-
-    pipe = ORTStableDiffusionPipeline.from_pretrained(onnx_dir)
-    gen = Generator.load(onnx_dir)
-    noise = torch.from_numpy(gen.noise(len(prompts), seed=seed))
-    theirs = pipe(prompts, num_inference_steps=1, guidance_scale=0.0, latents=noise, output_type="np").images
-    ours = np.clip(gen.generate(prompts, seed=seed, output="float") / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
-    return pipe, theirs, ours
+from tiny_models import make_tiny_student
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import optimum_and_runtime_images
+from tiny_models import optimum_and_runtime_images
 from swiftbrush_export.onnx_export import export_onnx, one_step_module
 from swiftbrush_export.student import load_student
 from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError

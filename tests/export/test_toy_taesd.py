@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import student_from_teacher
+from tiny_models import student_from_teacher
 from swiftbrush.toy.grammar import all_captions
 from swiftbrush.toy.render import render_batch
 from swiftbrush.toy.train_taesd import TAESD_DIR, load_vae, measure

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import optimum_and_runtime_images, student_from_teacher
+from tiny_models import optimum_and_runtime_images, student_from_teacher
 
 # SWIFTBRUSH_TOY_TEACHER points the test at another teacher folder (e.g. a training snapshot).
 TEACHER = Path(os.environ.get("SWIFTBRUSH_TOY_TEACHER", Path(__file__).resolve().parents[2] / "swiftbrush" / "toy" / "assets" / "teacher"))

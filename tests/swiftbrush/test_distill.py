@@ -349,7 +349,7 @@ def test_several_lora_updates_per_student_update(tiny_teacher, tmp_path):
 
 def test_student_init_starts_the_student_from_another_unet(tiny_teacher, tmp_path):
     """--student-init (SwiftBrush v2's SD-Turbo start): the student begins at that UNet, the teacher stays the teacher."""
-    from conftest import make_tiny_teacher
+    from tiny_models import make_tiny_teacher
 
     init = make_tiny_teacher(tmp_path / "init", seed=1)  # same architecture, other weights
     out = tmp_path / "run"
@@ -367,7 +367,7 @@ def test_student_init_starts_the_student_from_another_unet(tiny_teacher, tmp_pat
 
 
 def test_student_init_of_another_architecture_or_parameterisation_is_refused(tiny_teacher, tmp_path):
-    from conftest import make_tiny_teacher
+    from tiny_models import make_tiny_teacher
 
     from diffusers import UNet2DConditionModel
 

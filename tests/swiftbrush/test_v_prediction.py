@@ -15,7 +15,7 @@ from swiftbrush.cli import cli
 
 @pytest.fixture(scope="module")
 def v_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import make_tiny_teacher
+    from tiny_models import make_tiny_teacher
 
     root = tmp_path_factory.mktemp("v")
     teacher = make_tiny_teacher(root / "teacher", prediction_type="v_prediction")
