@@ -4,10 +4,14 @@
 # its own timeout so that a slow compile costs only the runs after it. Every run writes its
 # JSON as it goes, so whatever finished comes back in $OUT.
 #
-#   carry: [".whl", "out/demo/student"]   (.whl/: the swiftbrush wheel, diffusers, torchao)
-#   command: OUT=$OUT bash benchmarks/lent_gpu.sh
+#   here:    pip wheel --no-deps -w .whl . && rm -rf build
+#            pip download --no-deps -d .whl diffusers==0.39.0 torchao==0.18.0
+#            make demo            (out/demo/student, for the fp8 step's toy quality check)
+#   carry:   [".whl", "out/demo/student"]
+#   command: STEPS="runtime" OUT=$OUT bash benchmarks/lent_gpu.sh   (STEPS: any of fp8 layout runtime)
 #
-# Rehearse it on the CPU first: TINY=1 OUT=/tmp/lent bash benchmarks/lent_gpu.sh
+# Rehearse it on the CPU first: TINY=1 OUT=/tmp/lent PY=.venv/bin/python bash benchmarks/lent_gpu.sh
+# RESULTS.md (runs 3 and 4) has what each step measured on an H100 and how long it took.
 set -uo pipefail
 : "${OUT:?set OUT to the folder that comes back}"
 PY=${PY:-python3}
