@@ -43,8 +43,8 @@ class Backend:
     def run_uint8(self, noise: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
         """`run` as uint8 [B, H, W, 3] images (what `generate` returns by default).
 
-        GPU backends that can override this to convert on the device: a quarter of the
-        bytes crosses to the host.
+        A GPU backend that can convert on the device overrides this: a quarter of the
+        bytes then crosses to the host.
         """
         return to_uint8(self.run(noise, embeddings))
 
