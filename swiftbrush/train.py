@@ -29,7 +29,9 @@ For teachers too large for DDP on one GPU each, run the same command under an
 accelerate FSDP config (`accelerate config`, FSDP with SHARDED_STATE_DICT and
 `fsdp_use_orig_params: true` so peft's frozen and trainable parameters can share
 a shard); checkpoints then go through accelerate's FSDP state-dict path (its
-optimiser files are torch pickles, read back with weights_only).
+optimiser files are torch pickles, read back with weights_only). FSDP needs GPUs:
+accelerate 1.15 refuses it on CPU processes, so this path has not run on the
+CPU-only machines this was written on (the CLI says so in one line).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from swiftbrush.launch import lone_accelerate_cpu_rank
 from swiftbrush.losses import cfg, lora_denoising_loss, output_to_eps, output_to_x0, sds_loss, vsd_loss
 from swiftbrush.optim_state import load_optimizer_state, save_optimizer_state
 from swiftbrush_runtime.commands import prepare_out_dir
+from swiftbrush_runtime.errors import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -332,7 +335,11 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     if config.mixed_precision == "fp16" and (cpu or not has_gpu):
         # accelerate runs no fp16 autocast on CPU, so the fp16 teacher would meet the fp32 student's activations
         raise InvalidArgumentError("--mixed-precision fp16 needs a GPU (no fp16 autocast on CPU); on CPU use bf16 or no")
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu, project_config=ProjectConfiguration(project_dir=str(out)))
+    try:
+        accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu, project_config=ProjectConfiguration(project_dir=str(out)))
+    except (RuntimeError, ValueError) as e:  # the launch's accelerate config does not fit this machine
+        hint = " accelerate's FSDP needs GPUs (it refuses a CPU run); use DDP (--multi_gpu) here." if os.environ.get("ACCELERATE_USE_FSDP") == "true" and not has_gpu else ""
+        raise InvalidArgumentError(f"accelerate cannot set up this launch ({first_line(e).rstrip('.')}).{hint} Check the config with `accelerate env`.") from None
     # Created and probed once every rank has checked it (the rendezvous above), before the teacher loads.
     prepare_out_dir(out)
     check_out_is_shared(accelerator, out)

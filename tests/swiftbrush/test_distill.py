@@ -245,6 +245,24 @@ def test_fp16_mixed_precision_on_cpu_is_refused_before_anything_is_written(tmp_p
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the FSDP hint is for machines without a GPU")
+def test_an_accelerate_config_this_machine_cannot_run_is_one_line(tmp_path, monkeypatch):
+    """accelerate 1.15 refuses FSDP without a GPU by raising from Accelerator(); seen with
+    `accelerate launch --config_file <FSDP, 2 CPU processes>` (stop 15). The CLI says so in one line."""
+    import accelerate
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("There are currently no available devices found, must be one of 'XPU', 'CUDA', 'MLU', 'NPU', 'MUSA', or 'HPU'.")
+
+    monkeypatch.setattr(accelerate, "Accelerator", refuse)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    result = CliRunner().invoke(cli, ["distill", "--teacher", "toy", "--prompts", "toy", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert "accelerate cannot set up this launch (There are currently no available devices" in result.output
+    assert "FSDP needs GPUs" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
 def test_resume_with_another_config_or_teacher_is_refused(finished_run, tiny_teacher, tmp_path):
     before = sorted(p.name for p in (finished_run / "checkpoints").iterdir())
     result = distill(tiny_teacher, finished_run, "--max-steps", "6", "--resume", "--student-lr", "1e-2")
