@@ -605,6 +605,7 @@ class Bench:
         gen.generate(prompts, seed=self.args.seed)
         timings["end_to_end_cached_prompts"] = stats(time_ms(lambda: gen.generate(prompts, seed=self.args.seed), self.device, self.args.iters, self.args.warmup), batch)
         gen.cache_size = cache_size
+        profiled = profile_generate(lambda: gen.generate(prompts, seed=self.args.seed), self.device) if self.args.profile else None
         image = gen.generate(prompts, seed=self.args.seed, output="float")
         out = {
             "timings": timings,
@@ -616,6 +617,8 @@ class Bench:
             "parity": parity(image, self.refs[(decoder, batch)], self.tolerance),
             **self.memory_peak(resident),
         }
+        if profiled:
+            out["profile"] = profiled
         mem = getattr(b, "memory", None)
         if callable(mem):  # ONNX Runtime / TensorRT memory is not torch's: the backend's own count
             out["backend_memory"] = mem()
@@ -749,6 +752,53 @@ class Bench:
         save_report(self.args.out, self.report)
 
 
+def profile_generate(call: Callable[[], Any], device: str, calls: int = 5, top: int = 12) -> dict[str, Any]:
+    """Where a warm generate() spends its time: wall, device-busy and the top ops by host and by device time, per call.
+
+    The runtime's compiled path sat ~1.5 ms above the same modules' whole-pipeline graph on an
+    H100 (RESULTS.md, run 4); this says whether that is host work, copies or kernels.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    call()
+    sync(device)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            call()
+        sync(device)
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+
+    def ranked(attr: str) -> list[dict[str, Any]]:
+        rows = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:top]
+        return [{"name": e.key, "calls": e.count // calls, "ms_per_call": round(getattr(e, attr) / 1e3 / calls, 4)} for e in rows if getattr(e, attr) > 0]
+
+    return {
+        "calls": calls,
+        "wall_ms_per_call": round(wall * 1e3 / calls, 3),  # the profiler's own overhead included
+        "device_busy_ms_per_call": round(sum(e.self_device_time_total for e in events) / 1e3 / calls, 3) if cuda else None,
+        "top_host": ranked("self_cpu_time_total"),
+        "top_device": ranked("self_device_time_total") if cuda else [],
+    }
+
+
+def format_profiles(cases: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in cases:
+        p = r.get("profile")
+        if r["status"] != "ok" or not p:
+            continue
+        busy = "—" if p["device_busy_ms_per_call"] is None else f"{p['device_busy_ms_per_call']:.2f}"
+        lines += ["", f"Profile of generate(), {r['case']} {r['decoder']} b{r['batch']}: {p['wall_ms_per_call']:.2f} ms per call under the profiler, device busy {busy} ms"]
+        for where in ("host", "device"):
+            top = ", ".join(f"{e['name']} {e['ms_per_call']:.3f} ms ×{e['calls']}" for e in p[f"top_{where}"][:6])
+            if top:
+                lines.append(f"  top {where}: {top}")
+    return lines
+
+
 def save_report(out: Path, report: dict[str, Any]) -> None:
     path = Path(out) / "gpu_bench.json"
     tmp = path.with_suffix(".json.tmp")
@@ -830,7 +880,7 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{tr['it_per_s']} it/s, peak {mem}")  # fmt: skip
     elif tr:
         lines.append(f"Distillation step: {tr.get('status')}: {tr.get('reason')}")
-    lines += format_toy_quality(report.get("toy_quality")) + format_fp8(report["cases"])
+    lines += format_toy_quality(report.get("toy_quality")) + format_fp8(report["cases"]) + format_profiles(report["cases"])
     lines += [
         "",
         "| case | decoder | batch | text enc ms | UNet ms | decoder ms | e2e ms | e2e p90 ms | img/s | e2e floor ms | × floor | first call s | peak GiB | max err ×255 | ok |",
@@ -930,6 +980,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="where the student and exports go (default: a temp dir, removed)")
     ap.add_argument("--train", action="store_true", help="also time the distillation step (train_sd_size.py)")
+    ap.add_argument("--profile", action="store_true", help="runtime rows: also profile 5 warm generate() calls (torch.profiler; top ops by host and device time)")
     ap.add_argument("--train-batch", type=int, default=16)
     ap.add_argument("--train-steps", type=int, default=5)
     args = ap.parse_args(argv)
@@ -985,7 +1036,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "settings": {"tiny": args.tiny, "precision": "fp16" if args.device.startswith("cuda") else "fp32", "cases": args.cases,
                      "decoders": args.decoders, "batches": args.batches, "compile_batches": args.compile_batches, "iters": args.iters, "warmup": args.warmup,
                      "peak_tflops": args.peak_tflops, "seed": args.seed, "compile_backend": args.compile_backend,
-                     "fp8_granularity": args.fp8_granularity, "toy_quality": None if args.toy_quality is None else str(args.toy_quality)},  # fmt: skip
+                     "fp8_granularity": args.fp8_granularity, "toy_quality": None if args.toy_quality is None else str(args.toy_quality), "profile": args.profile},  # fmt: skip
         "setup": {},
         "cases": [],
     }

@@ -41,7 +41,7 @@ for step in ${STEPS:-fp8 layout runtime}; do
         --cases compile_graph,compile_channels_last,runtime_torch_compile --decoders vae,taesd --batches 1 2>&1 | tee "$OUT/layout.log" ;;
     runtime)  # the runtime's own paths (uint8 on the device, compiled text encoder) beside the best torch.compile pipeline
       timeout "${T_RUNTIME:-330}" $PY benchmarks/gpu_bench.py "${TINY_ARGS[@]}" --out "$OUT/runtime" \
-        --cases runtime_torch,compile_channels_last,runtime_torch_compile --decoders taesd,vae --batches 1 2>&1 | tee "$OUT/runtime.log" ;;
+        --cases runtime_torch,compile_channels_last,runtime_torch_compile --decoders taesd,vae --batches 1 --profile 2>&1 | tee "$OUT/runtime.log" ;;
     *) echo "unknown step $step (fp8, layout, runtime)"; exit 2 ;;
   esac
 done

@@ -35,7 +35,7 @@ def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path, tiny_stude
     cmd = [
         sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--tiny", "--device", "cpu", "--out", str(tmp_path),
         "--cases", ",".join(CASES), "--decoders", "vae,taesd", "--batches", "1,2", "--iters", "1", "--warmup", "0",
-        "--toy-quality", str(tiny_student),
+        "--toy-quality", str(tiny_student), "--profile",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -63,6 +63,9 @@ def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path, tiny_stude
         assert set(r["timings"]) == {"text_encoder", "unet", "decoder", "end_to_end"} | extra
         if runtime:  # generate()'s uint8 images are exactly the float ones rounded, on every backend
             assert r["uint8_matches_float"] is True, r["case"]
+            prof = r["profile"]  # --profile: 5 warm generate() calls; torch ops only where torch runs them
+            assert prof["calls"] == 5 and prof["wall_ms_per_call"] > 0 and prof["device_busy_ms_per_call"] is None
+            assert bool(prof["top_host"]) == r["case"].startswith("runtime_torch"), (r["case"], prof["top_host"][:2])
         assert r["timings"]["end_to_end"]["floor_ms"] > 0 and r["peak_gib"] is None  # no GPU memory on CPU
 
     toy = report["toy_quality"]  # the random tiny student scored in fp32; FP8 refused on CPU
