@@ -590,7 +590,6 @@ class Bench:
         assert np.array_equal(z, self.noise[:batch]) and np.array_equal(ids, self.ids[:batch]), "the runtime's inputs differ from the reference's"
         emb = gen.run_batched(b.encode, ids)
         latent = gen.run_batched(b.denoise, z, emb)
-        gen.generate(prompts, seed=self.args.seed)  # warm: uint8 and float images come from the one pipeline graph
         calls = {
             "text_encoder": lambda: gen.run_batched(b.encode, ids),
             "unet": lambda: gen.run_batched(b.denoise, z, emb),
@@ -753,7 +752,7 @@ class Bench:
 
 
 def profile_generate(call: Callable[[], Any], device: str, calls: int = 5, top: int = 12) -> dict[str, Any]:
-    """Where a warm generate() spends its time: wall, device-busy and the top ops by host and by device time, per call.
+    """Where a warm generate() (the caller has already run it) spends its time: wall, device-busy and the top ops by host and by device time, per call.
 
     The runtime's compiled path sat ~1.5 ms above the same modules' whole-pipeline graph on an
     H100 (RESULTS.md, run 4); this says whether that is host work, copies or kernels.
@@ -761,8 +760,6 @@ def profile_generate(call: Callable[[], Any], device: str, calls: int = 5, top: 
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.startswith("cuda")
-    call()
-    sync(device)
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         t0 = time.perf_counter()
         for _ in range(calls):

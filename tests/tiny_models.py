@@ -16,7 +16,7 @@ from pathlib import Path
 def make_tiny_student(out: Path, seed: int = 0) -> Path:
     """Write a student directory (diffusers folder + onestep.json + manifest) with random weights."""
     import torch
-    from diffusers import AutoencoderKL, AutoencoderTiny, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, AutoencoderTiny, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from swiftbrush.student import one_step_scheduler
