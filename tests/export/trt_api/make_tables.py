@@ -11,8 +11,8 @@ github.com/NVIDIA/TensorRT (a bare git dir is fine: files are read with ``git sh
 ``wheel`` unpacks the given bindings + libs wheels into a temporary folder and introspects
 the imported module (it needs a Python matching the wheels' cpXY tag; no GPU).
 
-A table holds: ``version``, ``source``, ``module`` (module-level names that are not
-classes), ``classes`` ({class or enum: sorted member names, inherited ones included;
+A table holds: ``version``, ``source``, ``module`` (module-level functions and values that
+are neither classes nor aliases), ``classes`` ({class or enum: sorted member names, inherited ones included;
 nested enums appear as ``Outer.Inner``}), ``enums`` (which of ``classes`` are enums),
 ``properties`` / ``readonly`` (attribute-like members, and those that cannot be set) and
 ``aliases`` (module names bound to another class or to an enum member, e.g.
@@ -119,13 +119,13 @@ class Table:
 
     def to_json(self) -> dict:
         def members(d: dict[str, set[str]]) -> dict[str, list[str]]:
-            return {k: sorted(keep_member(n) for n in v if keep_member(n)) for k, v in sorted(d.items()) if v}
+            return {k: sorted(filter(is_api, v)) for k, v in sorted(d.items()) if any(map(is_api, v))}
 
         return {
             "version": self.version,
             "source": self.source,
             "module": sorted(self.module - set(self.classes) - set(self.aliases)),
-            "classes": {k: sorted(n for n in v if keep_member(n)) for k, v in sorted(self.classes.items())},
+            "classes": {k: sorted(filter(is_api, v)) for k, v in sorted(self.classes.items())},
             "enums": sorted(self.enums),
             "properties": members(self.properties),
             "readonly": members(self.readonly),
@@ -133,11 +133,9 @@ class Table:
         }
 
 
-def keep_member(name: str) -> str:
-    """`name`, or "" for pybind11 plumbing (private names, dunders outside KEPT_DUNDERS)."""
-    if name.startswith("_") and name not in KEPT_DUNDERS:
-        return ""
-    return name
+def is_api(name: str) -> bool:
+    """False for pybind11 plumbing: private names and dunders outside KEPT_DUNDERS."""
+    return not name.startswith("_") or name in KEPT_DUNDERS
 
 
 def has_name(table: dict, dotted: str) -> bool:
@@ -560,7 +558,7 @@ def unparsed_names(reader: SourceReader, table: dict) -> set[str]:
     got = set(table["module"]) | set(table["aliases"])
     for members in table["classes"].values():
         got |= set(members)
-    return {n for n in reader.seen_def_names if keep_member(n)} - got
+    return set(filter(is_api, reader.seen_def_names)) - got
 
 
 # ----------------------------------------------------------------------------------------
