@@ -3,8 +3,8 @@
     swiftbrush export onnx   --student DIR --out DIR [--dtype fp32|fp16] [--height H] [--width W]
                              [--batch B] [--dynamic] [--opset 17] [--decoder vae|taesd] [--taesd DIR|toy]
                              [--fp32-layers auto|none|PREFIXES]
-    swiftbrush export engine --onnx DIR --out DIR [--static|--dynamic] [--batch B]
-                             [--timing-cache FILE] [--workspace-gb 4]
+    swiftbrush export engine --onnx DIR --out DIR [--backend tensorrt|tensorrt-rtx] [--arch sm86]
+                             [--static|--dynamic] [--batch B] [--timing-cache FILE] [--workspace-gb GB]
 """
 
 from __future__ import annotations
@@ -60,14 +60,20 @@ def export_onnx_cmd(
 @export_group.command("engine")
 @click.option("--onnx", "onnx_dir", required=True, type=click.Path(path_type=Path), help="An ONNX directory (from `swiftbrush export onnx`).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The engine directory to write.")
+@click.option("--backend", default="tensorrt", show_default=True,
+              help="tensorrt (desktop TensorRT 10/11, Jetson 8.5/8.6/10.3; builds on the GPU that will run it) or tensorrt-rtx "
+                   "(TensorRT for RTX: RTX desktops and laptops; builds ahead of time, no GPU needed with --arch).")
+@click.option("--arch", default=None, help="tensorrt-rtx only: the compute capability to build for, e.g. sm86 (RTX 30), sm89 (RTX 40), sm120 (RTX 50); default: the GPU present.")
 @click.option("--static/--dynamic", "static", default=True, show_default=True, help="Static shapes (fastest, CUDA graphs) or the ONNX's dynamic ranges.")
 @click.option("--batch", type=int, default=None, help="Batch of a static engine (default: the ONNX's).")
-@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Reuse and update this TensorRT timing cache.")
-@click.option("--workspace-gb", type=float, default=4.0, show_default=True, help="Builder workspace limit.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None, help="tensorrt only: reuse and update this timing cache (a cache from another GPU or version is replaced).")
+@click.option("--workspace-gb", type=float, default=None, help="Builder workspace limit in GiB (default: 4, or a quarter of the GPU's memory if less).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
-def export_engine_cmd(onnx_dir: Path, out: Path, static: bool, batch: int | None, timing_cache: Path | None, workspace_gb: float, overwrite: bool) -> None:
-    """Build TensorRT engines on this GPU (needs TensorRT)."""
+def export_engine_cmd(onnx_dir: Path, out: Path, backend: str, arch: str | None, static: bool, batch: int | None, timing_cache: Path | None,
+                      workspace_gb: float | None, overwrite: bool) -> None:  # fmt: skip
+    """Build TensorRT (or TensorRT for RTX) engines from an ONNX directory."""
     from swiftbrush_export.engine import build_engines, describe
 
-    m = build_engines(onnx_dir, out, dynamic=not static, batch=batch, timing_cache=timing_cache, workspace_gb=workspace_gb, overwrite=overwrite)
+    m = build_engines(onnx_dir, out, backend=backend, arch=arch, dynamic=not static, batch=batch, timing_cache=timing_cache,
+                      workspace_gb=workspace_gb, overwrite=overwrite)  # fmt: skip
     click.echo(f"wrote {out}: {describe(m)}")

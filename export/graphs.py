@@ -275,6 +275,40 @@ def strip_unused_inputs(model: Any) -> list[str]:
     return [i.name for i in unused]
 
 
+def float_arg_reductions(model: Any) -> list[str]:
+    """Feed every ArgMax/ArgMin on integers a float copy of its input; returns the nodes changed.
+
+    CLIP's pooler computes Equal(ids, eos) -> Cast(INT32) -> ArgMax, and TensorRT 8.5's
+    ONNX parser (JetPack 5) refuses ArgMax on INT32. The values are 0/1 flags or token
+    ids (< 2**24), so the float argmax picks the same index.
+    """
+    import onnx
+
+    ints = {onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.BOOL}
+    types = _value_types(model)
+    changed = []
+    for node in list(model.graph.node):
+        if node.op_type not in ("ArgMax", "ArgMin") or types.get(node.input[0]) not in ints:
+            continue
+        as_float = f"{node.input[0]}__float_for_{node.name or node.op_type}"
+        cast = onnx.helper.make_node("Cast", [node.input[0]], [as_float], name=f"{node.name}_input_to_float", to=onnx.TensorProto.FLOAT)
+        index = list(model.graph.node).index(node)
+        model.graph.node.insert(index, cast)
+        node.input[0] = as_float
+        changed.append(node.name)
+    return changed
+
+
+def _value_types(model: Any) -> dict[str, int]:
+    """Element type of each named value: inputs, initializers, annotated values, and Cast outputs."""
+    types = {v.name: v.type.tensor_type.elem_type for v in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output)}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    for n in model.graph.node:
+        if n.op_type == "Cast":
+            types[n.output[0]] = _cast_to(n)
+    return types
+
+
 def fp32_outputs(model: Any) -> Any:
     """Make every fp16 graph output fp32 again with a final Cast.
 

@@ -329,6 +329,7 @@ def _finish_graph(root: Path, spec: GraphSpec, dtype: str, optimize: bool) -> di
         model = graphs.collapse_cast_round_trips(graphs.fp32_outputs(model))
     for name, dtype_name in spec.unused_inputs.items():
         graphs.add_unused_input(model, name, dtype_name)
+    graphs.float_arg_reductions(model)
     ops = graphs.check_tensorrt_ops(model, spec.name)
     for stale in path.parent.glob("*.onnx_data"):
         stale.unlink()

@@ -170,8 +170,7 @@ def run_bench(
     names = []
     for name in backends:
         if name == "auto":
-            kind = read_manifest(model, ("onnx", "engine", "student"), verify=False)["kind"]
-            name = _backends.BACKEND_OF[kind]
+            name = _backends.default_backend(read_manifest(model, ("onnx", "engine", "student"), verify=False))
         if name not in _backends.BACKENDS:
             raise InvalidArgumentError(f"unknown backend {name!r}; choose from {', '.join(_backends.BACKENDS)}")
         names.append(name)

@@ -36,9 +36,10 @@ BACKEND_CHOICES = ("auto", *_backends.BACKENDS)
 
 
 def _fix_for(kind: str, backend: str, path: Path) -> str:
-    if backend == "tensorrt" and kind == "onnx":
-        return f"build engines first: swiftbrush export engine --onnx {path} --out {path}-engine"
-    if kind == "student" and backend in ("onnxruntime", "tensorrt"):
+    if backend in ("tensorrt", "tensorrt-rtx") and kind == "onnx":
+        flag = " --backend tensorrt-rtx" if backend == "tensorrt-rtx" else ""
+        return f"build engines first: swiftbrush export engine --onnx {path} --out {path}-engine{flag}"
+    if kind == "student" and backend in ("onnxruntime", "tensorrt", "tensorrt-rtx"):
         return f"export it first: swiftbrush export onnx --student {path} --out {path}-onnx"
     return f"use --backend {_backends.BACKEND_OF[kind]}"
 
@@ -83,9 +84,15 @@ class Generator:
             raise InvalidArgumentError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
         manifest = read_manifest(path, KINDS, verify=verify)
         kind = manifest["kind"]
-        chosen = _backends.BACKEND_OF[kind] if backend == "auto" else backend
+        chosen = _backends.default_backend(manifest) if backend == "auto" else backend
         if _backends.KIND_OF[chosen] != kind:
             raise InvalidModelError(f"{path} is an {kind} directory, which the {chosen} backend cannot run; {_fix_for(kind, chosen, path)}")
+        if kind == "engine" and chosen != _backends.default_backend(manifest):
+            built = _backends.default_backend(manifest)
+            raise InvalidModelError(
+                f"{path} holds {built} engines, which the {chosen} backend cannot run; run it with --backend {built}, "
+                f"or build {chosen} engines: swiftbrush export engine --backend {chosen} ..."
+            )
         return cls(path, manifest, _backends.create(chosen, path, manifest, device=device, **options), cache_size=cache_size)
 
     # --- the pipeline ----------------------------------------------------------

@@ -1,6 +1,6 @@
 """Backends: one module each, imported only when chosen (their libraries are optional).
 
-    Generator.load(dir, backend="onnxruntime" | "tensorrt" | "torch" | "auto")
+    Generator.load(dir, backend="onnxruntime" | "tensorrt" | "tensorrt-rtx" | "torch" | "auto")
 
 Each backend turns token ids into text embeddings, noise plus embeddings into the
 decoder-ready latent, and latents into images in [-1, 1]; the Generator does the
@@ -11,10 +11,18 @@ from __future__ import annotations
 
 from swiftbrush_runtime.backends.base import Backend, BackendUnavailableError
 
-BACKENDS = ("onnxruntime", "tensorrt", "torch")
+BACKENDS = ("onnxruntime", "tensorrt", "tensorrt-rtx", "torch")
 # Which directory kind each backend reads (manifest "kind").
-KIND_OF = {"onnxruntime": "onnx", "tensorrt": "engine", "torch": "student"}
-BACKEND_OF = {kind: backend for backend, kind in KIND_OF.items()}
+KIND_OF = {"onnxruntime": "onnx", "tensorrt": "engine", "tensorrt-rtx": "engine", "torch": "student"}
+# The default backend of each kind; an engine directory's manifest names its own (tensorrt or tensorrt-rtx).
+BACKEND_OF = {"onnx": "onnxruntime", "engine": "tensorrt", "student": "torch"}
+
+
+def default_backend(manifest: dict) -> str:
+    """The backend that runs a directory when none is asked for."""
+    if manifest["kind"] == "engine":
+        return str(manifest.get("backend", "tensorrt"))
+    return BACKEND_OF[manifest["kind"]]
 
 DECODER_GRAPHS = {"vae": "vae_decoder", "taesd": "taesd_decoder"}
 
@@ -32,7 +40,7 @@ def decoder_graph(manifest: dict, decoder: str | None) -> str:
     return DECODER_GRAPHS[choice]
 
 
-__all__ = ["DECODER_GRAPHS", "decoder_graph", "BACKENDS", "BACKEND_OF", "KIND_OF", "Backend", "BackendUnavailableError", "create"]
+__all__ = ["DECODER_GRAPHS", "decoder_graph", "default_backend", "BACKENDS", "BACKEND_OF", "KIND_OF", "Backend", "BackendUnavailableError", "create"]
 
 
 def create(backend: str, path, manifest: dict, **options) -> Backend:
@@ -45,6 +53,10 @@ def create(backend: str, path, manifest: dict, **options) -> Backend:
         from swiftbrush_runtime.backends.trt import TrtBackend
 
         return TrtBackend(path, manifest, **options)
+    if backend == "tensorrt-rtx":
+        from swiftbrush_runtime.backends.trt import TrtRtxBackend
+
+        return TrtRtxBackend(path, manifest, **options)
     if backend == "torch":
         from swiftbrush_runtime.backends.pt import TorchBackend
 

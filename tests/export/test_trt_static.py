@@ -25,6 +25,7 @@ TRT_FILES = ["runtime/trt_compat.py", "runtime/backends/trt.py", "runtime/cuda.p
 VERSION_SPECIFIC = {
     "NetworkDefinitionCreationFlag.EXPLICIT_BATCH",  # 8.x (ignored in 10, removed in 11)
     "BuilderFlag.FP16",  # up to 10.x (deprecated 10.12, removed in 11)
+    "ComputeCapability.__members__",  # TensorRT for RTX only
 }
 
 
