@@ -34,7 +34,9 @@ from typing import Any, Callable
 TABLES = Path(__file__).resolve().parent / "trt_api"
 
 PRODUCTS = {"trt": "TensorRT", "rtx": "TensorRT-RTX", "lean": "TensorRT lean runtime"}
-MODULE_NAMES = {"trt": "tensorrt", "rtx": "tensorrt_rtx", "lean": "tensorrt_lean"}
+# The import names of the modules the tables were made from (the RTX and lean wheels install
+# their bindings as `*_bindings` packages).
+MODULE_NAMES = {"trt": "tensorrt", "rtx": "tensorrt_rtx_bindings", "lean": "tensorrt_lean_bindings"}
 
 # Protocol dunders a table may list, and what they do when the test gives no value.
 _DUNDER_DEFAULTS: dict[str, Callable[..., Any]] = {
