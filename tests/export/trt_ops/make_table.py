@@ -34,7 +34,9 @@ END = "# END OPERATOR TABLE"
 # The release branches carry the doc fixes of their patch releases (8.5-GA: 8.5.3,
 # which corrects the 8.5 GA tag's table for Mod, OneHot and HardSwish). No 10.2/10.3
 # branch exists; the changelog lists no operator added or removed in 10.2 and 10.3,
-# so the 10.1-GA table stands for 10.3. 10.15 is the newest operators.md published.
+# so the 10.1-GA table stands for 10.3. "main" must describe 10.15, the newest table
+# published (its header is checked); a clone whose main is older or newer keeps the
+# committed 10.15 table unless `--doc 10.15=PATH` gives that file.
 SOURCES = {
     "8.5": "8.5-GA",
     "8.6": "8.6-GA",
@@ -174,18 +176,19 @@ def main(argv: list[str] | None = None) -> int:
             table = parse(text)
             table["source"] = f"onnx/onnx-tensorrt docs/operators.md, TensorRT {_header_version(text)} (copy given with --doc)"
             print(f"{version}: {docs[version]}")
-        elif (found := read_ref(args.repo, ref)) is not None and _header_version(found[0]) in (version, None, *_same_table(version)):
+        elif (found := read_ref(args.repo, ref)) is not None and _header_version(found[0]) in (version, *_same_table(version)):
             text, sha = found
             print(f"{version}: {ref} {sha[:12]}")
             table = parse(text)
             table["source"] = f"onnx/onnx-tensorrt {ref} {sha[:12]} docs/operators.md"
             correct(version, table, args.repo, sha)
-        elif version in old:
-            table = old[version]
-            print(f"{version}: not in {args.repo} at {ref}; kept the committed table ({table['source']})")
         else:
-            print(f"{version}: no source (ref {ref} missing, no --doc given)", file=sys.stderr)
-            return 1
+            why = f"{ref} is missing" if found is None else f"{ref} describes TensorRT {_header_version(found[0])}"
+            if version not in old:
+                print(f"{version}: no source ({why} in {args.repo}, no --doc given)", file=sys.stderr)
+                return 1
+            table = old[version]
+            print(f"{version}: {why} in {args.repo}; kept the committed table ({table['source']})")
         tables[version] = {k: table[k] for k in ("source", "opset_min", "opset_max", "casts", "ops")}
         print(f"  opset {table['opset_min']}..{table['opset_max']}, {len(table['ops'])} ops, {sum(v is not None for v in table['ops'].values())} supported")
     start, end = source.index(BEGIN), source.index(END) + len(END)
