@@ -1,7 +1,8 @@
 """`swiftbrush export onnx` and `swiftbrush export engine` (click; no heavy imports here).
 
     swiftbrush export onnx   --student DIR --out DIR [--dtype fp32|fp16] [--height H] [--width W]
-                             [--batch B] [--dynamic] [--opset 17] [--decoder vae|taesd] [--taesd DIR|toy]
+                             [--batch B] [--dynamic] [--target desktop|rtx|jetpack6|jetpack6.0|jetpack5] [--opset N]
+                             [--decoder vae|taesd] [--taesd DIR|toy]
                              [--fp32-layers auto|none|PREFIXES]
     swiftbrush export engine --onnx DIR --out DIR [--backend tensorrt|tensorrt-rtx] [--arch sm86]
                              [--static|--dynamic] [--batch B] [--timing-cache FILE] [--workspace-gb GB]
@@ -27,7 +28,10 @@ def export_group() -> None:
 @click.option("--width", type=int, default=None, help="Image width in pixels (multiple of 8); default: the student's resolution.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch of static graphs; the largest batch of dynamic ones.")
 @click.option("--dynamic", is_flag=True, help="Dynamic batch (1..--batch) and resolution (half to double).")
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset: 16 for TensorRT 8.5 (JetPack 5), 17 for 8.6, 19 for TensorRT 10; up to 21.")
+@click.option("--target", default="desktop", show_default=True,
+              help="The TensorRT the engines will be built with: desktop (TensorRT 10/11), rtx (TensorRT for RTX), jetpack6 (6.1/6.2: TensorRT 10.3), "
+                   "jetpack6.0 (8.6) or jetpack5 (8.5). Sets the default opset and checks every graph against that parser.")
+@click.option("--opset", type=int, default=None, help="ONNX opset (16..21, up to what --target parses); default: the target's (16 for jetpack5, else 17).")
 @click.option("--decoder", default="vae", show_default=True, help="vae, or taesd: also export a tiny autoencoder decoder and use it.")
 @click.option("--taesd", type=click.Path(path_type=Path), default=None,
               help="AutoencoderTiny folder for --decoder taesd, or 'toy' for the one trained for the toy teacher (default: STUDENT/taesd).")
@@ -35,7 +39,7 @@ def export_group() -> None:
               help="fp16 only: layers kept fp32. auto (the text encoder and the UNet's noise-carrying path: within 2/255 of fp32), unet (only the UNet's path: half the text encoder's memory), none (fastest), or UNet node-name prefixes.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 def export_onnx_cmd(
-    student: Path, out: Path, dtype: str, height: int | None, width: int | None, batch: int, dynamic: bool, opset: int,
+    student: Path, out: Path, dtype: str, height: int | None, width: int | None, batch: int, dynamic: bool, target: str, opset: int | None,
     decoder: str, taesd: Path | None, fp32_layers: str, overwrite: bool,
 ) -> None:
     """Export a student to ONNX graphs in optimum's layout, with a manifest.
@@ -50,11 +54,11 @@ def export_onnx_cmd(
     from swiftbrush_export.onnx_export import export_onnx
 
     m = export_onnx(
-        student, out, dtype=dtype, height=height, width=width, batch=batch, dynamic=dynamic, opset=opset,
+        student, out, dtype=dtype, height=height, width=width, batch=batch, dynamic=dynamic, target=target, opset=opset,
         decoder=decoder, taesd=taesd, fp32_layers=fp32_layers, overwrite=overwrite,
     )
     sizes = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in m["graphs"].items())
-    click.echo(f"wrote {out} ({m['dtype']}, opset {m['opset']}, {m['height']}x{m['width']}, batch {m['batch']['min']}..{m['batch']['max']}): {sizes}")
+    click.echo(f"wrote {out} ({m['dtype']}, target {m['target']}, opset {m['opset']}, {m['height']}x{m['width']}, batch {m['batch']['min']}..{m['batch']['max']}): {sizes}")
 
 
 @export_group.command("engine")

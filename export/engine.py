@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # mypy checks the build against tensorrt-stubs; tensorrt itself is imported lazily
     from tensorrt import Builder, IBuilderConfig, INetworkDefinition, IOptimizationProfile, OnnxParser
 
+from swiftbrush_export import trt_targets
 from swiftbrush_runtime import trt_compat
 from swiftbrush_runtime.backends.trt import ENGINE_BACKENDS, import_engine_module
 from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError, SwiftBrushError, first_line
@@ -41,6 +42,8 @@ from swiftbrush_runtime.manifest import MANIFEST, atomic_dir, check_out_dir, rea
 logger = logging.getLogger(__name__)
 
 STAGES = ("text_encoder", "unet", "vae_decoder", "taesd_decoder")
+# Export targets from oldest parser to newest: a graph exported for one parses on it and every later one.
+TARGET_ORDER = ("jetpack5", "jetpack6.0", "jetpack6", "desktop")
 DEFAULT_WORKSPACE_GB = 4.0  # the ceiling of the automatic workspace; a quarter of the GPU's memory below it
 
 
@@ -91,6 +94,20 @@ def check_build_options(backend: str, arch: str | None, timing_cache: Path | str
         raise InvalidArgumentError(
             "--timing-cache does nothing with --backend tensorrt-rtx (it compiles kernels at the first run and keeps "
             "them in the engine folder's runtime cache); leave it out"
+        )
+
+
+def check_export_target(onnx_manifest: dict[str, Any], onnx_dir: Path, trt: Any, backend: str) -> None:
+    """Refuse an ONNX folder exported for a newer TensorRT parser than the one installed, before parsing it."""
+    exported_for = onnx_manifest.get("target")
+    if exported_for not in TARGET_ORDER + ("rtx",):
+        return  # folders from before --target: the parser's own error names the problem
+    installed = trt_targets.target_for_tensorrt_version(trt.__version__, backend)
+    rank = {name: i for i, name in enumerate(TARGET_ORDER)} | {"rtx": TARGET_ORDER.index("desktop")}
+    if rank[exported_for] > rank[installed]:
+        raise InvalidModelError(
+            f"{onnx_dir} was exported for target {exported_for} ({trt_targets.TARGETS[exported_for].description}), which this "
+            f"{trt_compat.flavour(trt)} {trt.__version__} cannot parse; re-export it with swiftbrush export onnx --target {installed}"
         )
 
 
@@ -154,6 +171,7 @@ def build_engines(
     onnx_manifest = read_manifest(onnx_dir, "onnx", verify=True)
     profiles, batch_range = engine_profiles(onnx_manifest, dynamic, batch)
     trt = import_engine_module(backend)
+    check_export_target(onnx_manifest, onnx_dir, trt, backend)
     gpu = target_identity(trt, backend, arch)
     workspace = workspace_bytes(workspace_gb, backend, arch)
     dtype = onnx_manifest["dtype"]

@@ -76,7 +76,7 @@ def check_opset(opset: int) -> int:
     if opset not in SUPPORTED_OPSETS:
         raise InvalidArgumentError(
             f"--opset {opset} is not supported; use one of {', '.join(map(str, SUPPORTED_OPSETS))} "
-            "(16 for TensorRT 8.5 on JetPack 5, 17 for 8.6 on JetPack 6.0, 19 for TensorRT 10)"
+            "(or leave --opset out: --target picks 16 for JetPack 5's TensorRT 8.5 and 17 otherwise)"
         )
     return opset
 

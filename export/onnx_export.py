@@ -1,7 +1,8 @@
 """Student directory -> ONNX directory in optimum's layout, fp32 or fp16.
 
     swiftbrush export onnx --student out/student --out out/onnx [--dtype fp16]
-                           [--height 64] [--width 64] [--batch 1] [--dynamic] [--opset 17]
+                           [--height 64] [--width 64] [--batch 1] [--dynamic]
+                           [--target desktop|rtx|jetpack6|jetpack6.0|jetpack5] [--opset N]
                            [--decoder vae|taesd] [--taesd DIR|toy]
 
 Writes `text_encoder/model.onnx`, `unet/model.onnx`, `vae_decoder/model.onnx`,
@@ -29,7 +30,11 @@ What comes from where:
   meaningful for this graph;
 - with --decoder taesd, a tiny autoencoder decoder (`taesd_decoder/`, diffusers
   AutoencoderTiny) beside the VAE decoder, with the same input;
-- cleanup, fp16 with fp32 islands, TensorRT op checks, external data: graphs.py.
+- cleanup, fp16 with fp32 islands, TensorRT op checks, external data: graphs.py;
+- `--target` names the TensorRT the engines will be built with (trt_targets.py): it sets
+  the default opset (16 for JetPack 5's TensorRT 8.5, else 17) and every graph is
+  checked against that parser's operator and type tables before the folder is written,
+  so a graph the device would refuse fails here, on the export machine.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from swiftbrush_export import graphs
+from swiftbrush_export import graphs, trt_targets
 from swiftbrush_export.specs import GraphSpec, Shapes, check_shapes, decoder_spec, text_encoder_spec, unet_spec
 from swiftbrush_export.specs import fp32_layers as fp32_layer_policy
 from swiftbrush_export.student import ONESTEP, Student, check_student_dir, load_student
@@ -55,7 +60,7 @@ logger = logging.getLogger(__name__)
 
 DTYPES = ("fp32", "fp16")
 DECODERS = ("vae", "taesd")
-DEFAULT_OPSET = 17
+DEFAULT_TARGET = "desktop"
 TOY_TAESD = "toy"  # --taesd toy: the toy world's AutoencoderTiny, shipped in swiftbrush/toy/assets/taesd
 
 
@@ -68,7 +73,8 @@ def export_onnx(
     width: int | None = None,
     batch: int = 1,
     dynamic: bool = False,
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
+    target: str = DEFAULT_TARGET,
     decoder: str = "vae",
     taesd: Path | str | None = None,
     fp32_layers: str = "auto",
@@ -90,7 +96,19 @@ def export_onnx(
         raise InvalidArgumentError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if decoder not in DECODERS:
         raise InvalidArgumentError(f"--decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    target_info = trt_targets.get_target(target)
+    opset = target_info.default_opset if opset is None else opset
     graphs.check_opset(opset)
+    if opset > target_info.max_opset:
+        raise InvalidArgumentError(
+            f"--opset {opset} is above what target {target} ({target_info.description}) parses (up to {target_info.max_opset}); "
+            f"leave --opset out for its default, {target_info.default_opset}"
+        )
+    if opset >= 17 and trt_targets.PARSERS[target_info.tensorrt]["ops"].get("LayerNormalization") is None:
+        raise InvalidArgumentError(
+            f"--opset {opset} exports LayerNorm as LayerNormalization, which target {target} ({target_info.description}) does not parse; "
+            f"use --opset 16 (or leave --opset out)"
+        )
     check_out_dir(out, overwrite)
     info = check_student_dir(student)
     one = info.onestep
@@ -125,7 +143,7 @@ def export_onnx(
             _export_unet(loaded, tmp, specs[1], opset)
             if taesd_dir is not None:
                 _export_taesd(taesd_dir, one.scaling_factor, tmp, specs[3], opset)
-        graph_info = {spec.name: _finish_graph(tmp, spec, dtype, optimize) for spec in specs}
+        graph_info = {spec.name: _finish_graph(tmp, spec, dtype, optimize, target) for spec in specs}
         _write_configs(loaded, tmp)
         versions = _versions()
         manifest = write_manifest(
@@ -138,6 +156,8 @@ def export_onnx(
             },
             dtype=dtype,
             opset=opset,
+            target=target,
+            tensorrt_parser=target_info.tensorrt,
             decoder=decoder,
             fp32_layers={name: list(kept) for name, kept in keep_fp32.items() if kept} if dtype == "fp16" else {},
             batch={"min": shapes.batch_range()[0], "opt": shapes.batch_range()[1], "max": shapes.batch_range()[2]},
@@ -316,8 +336,8 @@ def _export_taesd(folder: Path, scaling_factor: float, out: Path, spec: GraphSpe
     tiny.save_config(out / spec.name)
 
 
-def _finish_graph(root: Path, spec: GraphSpec, dtype: str, optimize: bool) -> dict[str, Any]:
-    """Load, clean up, convert, check and re-save one exported graph."""
+def _finish_graph(root: Path, spec: GraphSpec, dtype: str, optimize: bool, target: str) -> dict[str, Any]:
+    """Load, clean up, convert, check for the target's TensorRT parser and re-save one exported graph."""
     path = root / spec.name / "model.onnx"
     model = graphs.load(path)
     optimized = False
@@ -331,6 +351,10 @@ def _finish_graph(root: Path, spec: GraphSpec, dtype: str, optimize: bool) -> di
         graphs.add_unused_input(model, name, dtype_name)
     graphs.float_arg_reductions(model)
     ops = graphs.check_tensorrt_ops(model, spec.name)
+    problems = trt_targets.check_model(model, target)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise graphs.GraphError(f"{spec.name}: {problems[0]}{more}")
     for stale in path.parent.glob("*.onnx_data"):
         stale.unlink()
     for stale in path.parent.iterdir():  # torch/optimum may leave per-tensor external files

@@ -1,162 +1,194 @@
-"""Every TensorRT version branch of trt_compat, against fake tensorrt modules.
+"""Every trt_compat branch, run against strict fakes of each TensorRT version we claim.
 
-The fakes carry exactly the attributes each version has (REFERENCE.md, "TensorRT
-by version"), so a branch that touches a removed API fails here.
+The fakes (trt_fakes.py) carry exactly the Python names NVIDIA's pybind sources give
+each version (trt_api/*.json), so a branch that touches a name its version lacks
+raises AttributeError here: `trt.LayerType.NORMALIZATION` on 8.5, the bindings API on
+10, the FP16 flag on 11. The tests also pin which decision each version gets.
 """
 
 from __future__ import annotations
 
-import enum
-from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from swiftbrush_runtime import trt_compat
+from trt_fakes import strict_instance, strict_trt
+
+JETPACK = ["trt-8.5.3", "trt-8.6.1"]  # weakly typed: no STRONGLY_TYPED flag
+TYPED = ["trt-10.3.0", "trt-10.13.3", "trt-11.1.0", "rtx-1.7.1"]
+BUILDERS = JETPACK + TYPED
 
 
-def fake_trt(version: str):
-    major, minor = (int(x) for x in version.split(".")[:2])
-    flags = {"EXPLICIT_BATCH": 0} if major < 11 else {}
-    if major >= 10 or (major, minor) >= (9, 0):
-        flags["STRONGLY_TYPED"] = 1 if major < 11 else 0
-    builder_flags = {"OBEY_PRECISION_CONSTRAINTS": 9}
-    if major < 11:
-        builder_flags["FP16"] = 0
-    ns = SimpleNamespace(
-        __version__=version,
-        NetworkDefinitionCreationFlag=enum.IntEnum("NetworkDefinitionCreationFlag", flags, start=0) if flags else SimpleNamespace(),
-        BuilderFlag=SimpleNamespace(**builder_flags),
-        MemoryPoolType=SimpleNamespace(WORKSPACE="workspace"),
-        LayerType=SimpleNamespace(NORMALIZATION="norm", SOFTMAX="softmax", REDUCE="reduce", CONVOLUTION="conv"),
-        TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"),
-        float32="float32",
+def _tensor(trt: Any, name: str, dtype: Any) -> Any:
+    return strict_instance(trt, "ITensor", name=name, dtype=dtype)
+
+
+def _layer(trt: Any, type_name: str, inputs: list[Any], outputs: list[Any]) -> Any:
+    return strict_instance(
+        trt, "ILayer", type=getattr(trt.LayerType, type_name), num_inputs=len(inputs), num_outputs=len(outputs),
+        get_input=inputs.__getitem__, get_output=outputs.__getitem__, precision=None,
     )
-    if (major, minor) >= (10, 1):
-        ns.ExecutionContextAllocationStrategy = SimpleNamespace(USER_MANAGED="user", STATIC="static")
-    return ns
 
 
-class FakeEngine:
-    def __init__(self, version: str):
-        self.v = tuple(int(x) for x in version.split(".")[:2])
-        self.calls = []
-        self.device_memory_size = 100
-        if self.v >= (10, 1):
-            self.device_memory_size_v2 = 80
-        self.num_io_tensors = 2
+def _network(trt: Any) -> tuple[Any, dict[str, Any]]:
+    """A parsed UNet-like network: fp16 compute, an fp32 plugin island (GroupNorm on 8.5/8.6), a constant, a shape path, and the unused timestep."""
+    f16, f32, i32 = trt.float16, trt.float32, trt.int32
+    sample, text, timestep = _tensor(trt, "sample", f32), _tensor(trt, "encoder_hidden_states", f32), _tensor(trt, "timestep", trt.int32)
+    h = _tensor(trt, "h", f16)
+    layers = {
+        "cast_in": _layer(trt, "IDENTITY", [sample], [h]),
+        "conv": _layer(trt, "CONVOLUTION", [h], [_tensor(trt, "c", f16)]),
+        "norm": _layer(trt, "PLUGIN_V2", [h], [_tensor(trt, "n", f32)]),
+        "const": _layer(trt, "CONSTANT", [], [_tensor(trt, "w", f16)]),
+        "shape": _layer(trt, "SHAPE", [text], [_tensor(trt, "s", i32)]),
+    }
+    order = list(layers.values())
+    inputs = [sample, text, timestep]
+    removed: list[Any] = []
 
-    def create_execution_context(self, strategy=None):
-        self.calls.append(("create", strategy))
-        return FakeContext(self.v)
+    def remove_tensor(t: Any) -> None:
+        removed.append(t)
+        inputs.remove(t)
 
-    def create_execution_context_without_device_memory(self):
-        self.calls.append(("create_without",))
-        return FakeContext(self.v)
-
-    def get_tensor_name(self, i):
-        return ["sample", "latent"][i]
-
-    def get_tensor_mode(self, name):
-        return "in" if name == "sample" else "out"
-
-
-class FakeContext:
-    def __init__(self, v):
-        self.device_memory = None
-        if v >= (10, 1):
-            self.set_device_memory = lambda ptr, size: setattr(self, "set", (ptr, size))
+    network = strict_instance(
+        trt, "INetworkDefinition", num_layers=len(order), get_layer=order.__getitem__,
+        num_inputs=3, get_input=lambda i: [sample, text, timestep][i], remove_tensor=remove_tensor,
+    )
+    return network, layers
 
 
-class FakeLayer:
-    def __init__(self, type_):
-        self.type, self.precision, self.num_outputs, self.outs = type_, None, 1, {}
-
-    def set_output_type(self, i, t):
-        self.outs[i] = t
-
-
-class FakeNetwork:
-    def __init__(self):
-        self.layers = [FakeLayer("conv"), FakeLayer("norm"), FakeLayer("softmax")]
-        self.num_layers = len(self.layers)
-
-    def get_layer(self, i):
-        return self.layers[i]
+def _config(trt: Any, cache_fits: bool = True) -> Any:
+    return strict_instance(
+        trt, "IBuilderConfig", create_timing_cache=lambda data: strict_instance(trt, "ITimingCache", serialize=b"cache"),
+        set_timing_cache=lambda cache, ignore_mismatch: cache_fits, set_compute_capability=True, num_compute_capabilities=0,
+    )
 
 
-class FakeConfig:
-    def __init__(self):
-        self.flags, self.pools = [], {}
+@pytest.mark.parametrize("label", BUILDERS)
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+def test_build_path_touches_only_names_the_version_has(label: str, dtype: str):
+    """The whole build-side sequence export/engine.py runs, in its order."""
+    trt = strict_trt(label)
+    logger = strict_instance(trt, "ILogger")
+    trt_compat.init_plugins(trt, logger)
+    assert ("init_libnvinfer_plugins", (logger, ""), {}) in trt.calls  # every version: 8.5/8.6 engines hold plugin layers
 
-    def set_flag(self, f):
-        self.flags.append(f)
+    typed = trt_compat.use_strongly_typed(trt)
+    assert typed is (label in TYPED)
+    flags = trt_compat.network_flags(trt, typed)
+    expected = trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED if typed else trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH
+    assert flags == 1 << int(expected)
 
-    def set_memory_pool_limit(self, pool, n):
-        self.pools[pool] = n
+    parser = strict_instance(trt, "OnnxParser", parse_from_file=True, num_errors=0)
+    set_flags = trt_compat.configure_parser(trt, parser)
+    assert set_flags == ([] if label == "trt-8.5.3" else ["NATIVE_INSTANCENORM"])
+    assert trt_compat.parse_onnx(parser, "/x/unet/model.onnx")
 
+    network, layers = _network(trt)
+    assert trt_compat.remove_unused_inputs(network) == ["timestep"]
 
-VERSIONS = ["8.5.2", "8.6.2", "10.3.0", "10.14.1", "11.0.0"]
-
-
-@pytest.mark.parametrize(
-    "version, typed_fp16, typed_fp32, flags_fp16",
-    [
-        ("8.5.2", False, False, 1 << 0),  # JetPack 5: EXPLICIT_BATCH, FP16 flag
-        ("8.6.2", False, False, 1 << 0),  # JetPack 6.0
-        ("10.3.0", False, False, 0),  # JetPack 6.1/6.2: FP16 flag, no explicit-batch flag
-        ("10.14.1", True, False, 1 << 1),  # desktop 10.12+: strongly typed fp16 ONNX
-        ("11.0.0", True, True, 1 << 0),  # 11: always strongly typed, no FP16 flag
-    ],
-)
-def test_network_flags_and_precision_choice(version, typed_fp16, typed_fp32, flags_fp16):
-    trt = fake_trt(version)
-    assert trt_compat.use_strongly_typed(trt, "fp16") is typed_fp16
-    assert trt_compat.use_strongly_typed(trt, "fp32") is typed_fp32
-    assert trt_compat.network_flags(trt, typed_fp16) == flags_fp16
-
-
-@pytest.mark.parametrize("version", VERSIONS)
-def test_set_precision(version):
-    trt = fake_trt(version)
-    typed = trt_compat.use_strongly_typed(trt, "fp16")
-    config, net = FakeConfig(), FakeNetwork()
-    mode = trt_compat.set_precision(trt, config, net, "fp16", typed)
-    if typed:
-        assert mode == "strongly-typed-fp16" and config.flags == []
-    else:
-        assert config.flags == [trt.BuilderFlag.FP16, trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS]
-        assert [l.precision for l in net.layers] == [None, "float32", "float32"]
-        assert "2 layers pinned" in mode
-    config = FakeConfig()
+    config = _config(trt)
     trt_compat.set_workspace(trt, config, 1 << 30)
-    assert config.pools == {"workspace": 1 << 30}
-
-
-@pytest.mark.parametrize("version", VERSIONS)
-def test_shared_device_memory(version):
-    trt, engine = fake_trt(version), FakeEngine(version)
-    ctx = trt_compat.create_context(trt, engine, shared_memory=True)
-    trt_compat.set_device_memory(ctx, 0xABC, trt_compat.device_memory_size(engine))
-    if engine.v >= (10, 1):
-        assert engine.calls == [("create", "user")]
-        assert ctx.set == (0xABC, 80) and ctx.device_memory is None
+    assert ("set_memory_pool_limit", (trt.MemoryPoolType.WORKSPACE, 1 << 30), {}) in config.calls
+    mode = trt_compat.set_precision(trt, config, network, dtype, typed)
+    assert ("clear_flag", (trt.BuilderFlag.TF32,), {}) in config.calls  # fp32 must mean fp32, islands included
+    if typed:
+        assert mode == f"strongly-typed-{dtype}"
+        assert not any(c[0] == "set_flag" for c in config.calls)
+    elif dtype == "fp32":
+        assert mode == "fp32" and not any(c[0] == "set_flag" for c in config.calls)
     else:
-        assert engine.calls == [("create_without",)]
-        assert ctx.device_memory == 0xABC
-        assert trt_compat.device_memory_size(engine) == 100
-    assert trt_compat.io_tensors(trt, engine) == [("sample", True), ("latent", False)]
+        assert ("set_flag", (trt.BuilderFlag.FP16,), {}) in config.calls
+        assert ("set_flag", (trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS,), {}) in config.calls
+        assert mode == "fp16-flag(typed: 1 fp32 / 1 fp16 layers pinned)"
+        # strong typing, emulated: compute layers keep their parsed type, the plugin island stays fp32
+        assert layers["norm"].precision == trt.float32 and layers["conv"].precision == trt.float16
+        assert ("set_output_type", (0, trt.float32), {}) in layers["norm"].calls
+        # movers keep their output types but get no compute precision; non-float outputs are left alone
+        assert layers["const"].precision is None and layers["cast_in"].precision is None and layers["shape"].precision is None
+        assert not any(c[0] == "set_output_type" for c in layers["shape"].calls)
+
+    if trt_compat.is_rtx(trt):
+        trt_compat.set_target_architecture(trt, config, "sm86")
+        assert ("set_compute_capability", (trt.ComputeCapability.SM86, 0), {}) in config.calls
+        assert "sm86" in trt_compat.rtx_architectures(trt) and "sm90" not in trt_compat.rtx_architectures(trt)
+    else:
+        cache, reused = trt_compat.attach_timing_cache(config, b"old")
+        assert reused
+
+    builder = strict_instance(trt, "Builder", build_serialized_network=b"plan")
+    assert trt_compat.build(builder, network, config) == b"plan"
+
+
+@pytest.mark.parametrize("label", ["trt-8.5.3", "trt-10.13.3"])
+def test_stale_timing_cache_is_replaced_not_written_back(label: str):
+    trt = strict_trt(label)
+    made: list[bytes] = []
+
+    def create(data: bytes) -> Any:
+        made.append(data)
+        return strict_instance(trt, "ITimingCache", serialize=b"new" if not data else b"stale")
+
+    config = strict_instance(trt, "IBuilderConfig", create_timing_cache=create, set_timing_cache=lambda cache, ignore_mismatch: cache.serialize() == b"new")
+    cache, reused = trt_compat.attach_timing_cache(config, b"from another GPU")
+    assert not reused and made == [b"from another GPU", b""]
+    assert cache.serialize() == b"new"
+
+
+@pytest.mark.parametrize("label", BUILDERS + ["lean-11.4.0"])
+def test_run_path_touches_only_names_the_version_has(label: str):
+    """What runtime/backends/trt.py does with an engine: shared-memory context, I/O names, execute."""
+    trt = strict_trt(label)
+    context = strict_instance(trt, "IExecutionContext", execute_async_v3=True, set_device_memory=None, device_memory=0)
+    engine = strict_instance(
+        trt, "ICudaEngine", num_io_tensors=2, get_tensor_name=["sample", "out_sample"].__getitem__,
+        get_tensor_mode=lambda n: trt.TensorIOMode.INPUT if n == "sample" else trt.TensorIOMode.OUTPUT,
+        create_execution_context=context, create_execution_context_without_device_memory=context,
+        device_memory_size=100, device_memory_size_v2=80,
+    )
+    ctx = trt_compat.create_context(trt, engine, shared_memory=True)
+    assert ctx is context
+    size = trt_compat.device_memory_size(engine)
+    trt_compat.set_device_memory(ctx, 0xABC, size)
+    if label in JETPACK:
+        assert engine.calls[0][0] == "create_execution_context_without_device_memory" and size == 100
+        assert ("device_memory=", (0xABC,), {}) in context.calls
+    else:
+        assert engine.calls[0] == ("create_execution_context", (trt.ExecutionContextAllocationStrategy.USER_MANAGED,), {})
+        assert size == 80 and ("set_device_memory", (0xABC, 80), {}) in context.calls
+    assert trt_compat.io_tensors(trt, engine) == [("sample", True), ("out_sample", False)]
+    assert trt_compat.execute(ctx, 7)
+    runtime = strict_instance(trt, "Runtime", engine_header_size=4, get_engine_validity=lambda b: (trt.EngineValidity.VALID, ""))
+    verdict = trt_compat.engine_validity(trt, runtime, b"headerandbody")
+    assert verdict == (("VALID", "") if label.startswith("rtx") else None)
+
+
+def test_rtx_runtime_cache_goes_through_the_runtime_config():
+    trt = strict_trt("rtx-1.7.1")
+    cache = strict_instance(trt, "IRuntimeCache", deserialize=lambda data: data == b"fits")
+    config = strict_instance(trt, "IRuntimeConfig", create_runtime_cache=cache)
+    context = strict_instance(trt, "IExecutionContext")
+    engine = strict_instance(trt, "ICudaEngine", create_runtime_config=config, create_execution_context=context)
+    assert trt_compat.create_runtime_cache(engine, b"fits") == (cache, True)
+    assert trt_compat.create_runtime_cache(engine, b"other GPU") == (cache, False)
+    assert trt_compat.create_context(trt, engine, shared_memory=True, runtime_cache=cache) is context
+    assert ("set_execution_context_allocation_strategy", (trt.ExecutionContextAllocationStrategy.USER_MANAGED,), {}) in config.calls
+    assert ("set_runtime_cache", (cache,), {}) in config.calls
+    assert engine.calls[-1] == ("create_execution_context", (config,), {})
+    # TensorRT proper has no runtime cache: None, and contexts are made the plain way
+    trt10 = strict_trt("trt-10.3.0")
+    assert trt_compat.create_runtime_cache(strict_instance(trt10, "ICudaEngine"), b"") is None
 
 
 def test_strongly_typed_refused_where_missing():
-    trt = fake_trt("8.6.2")
     with pytest.raises(RuntimeError, match="strongly typed"):
-        trt_compat.network_flags(trt, True)
+        trt_compat.network_flags(strict_trt("trt-8.6.1"), True)
 
 
-def test_version_tag_and_parse():
-    assert trt_compat.version_tag(fake_trt("10.14.1")) == "trt10.14"
-    calls = []
-    parser = SimpleNamespace(parse_from_file=lambda p: calls.append(("file", p)) or True, parse=lambda b, p: calls.append(("bytes", p)) or True)
-    assert trt_compat.parse_onnx(parser, "/x/model.onnx")
-    assert trt_compat.parse_onnx(parser, "/x/model.onnx", b"proto")
-    assert calls == [("file", "/x/model.onnx"), ("bytes", "/x/model.onnx")]
+def test_version_tags_keep_rtx_apart_from_tensorrt():
+    assert trt_compat.version_tag(strict_trt("trt-10.13.3")) == "trt10.13"
+    assert trt_compat.version_tag(strict_trt("rtx-1.7.1")) == "rtx1.7"
+    assert trt_compat.flavour(strict_trt("rtx-1.7.1")) == "tensorrt-rtx"
+    # RTX's 1.x is not an old TensorRT: it builds strongly typed like 10+
+    assert trt_compat.use_strongly_typed(strict_trt("rtx-1.7.1"))
