@@ -42,8 +42,6 @@ from swiftbrush_runtime.manifest import MANIFEST, atomic_dir, check_out_dir, rea
 logger = logging.getLogger(__name__)
 
 STAGES = ("text_encoder", "unet", "vae_decoder", "taesd_decoder")
-# Export targets from oldest parser to newest: a graph exported for one parses on it and every later one.
-TARGET_ORDER = ("jetpack5", "jetpack6.0", "jetpack6", "desktop")
 DEFAULT_WORKSPACE_GB = 4.0  # the ceiling of the automatic workspace; a quarter of the GPU's memory below it
 
 
@@ -98,16 +96,25 @@ def check_build_options(backend: str, arch: str | None, timing_cache: Path | str
 
 
 def check_export_target(onnx_manifest: dict[str, Any], onnx_dir: Path, trt: Any, backend: str) -> None:
-    """Refuse an ONNX folder exported for a newer TensorRT parser than the one installed, before parsing it."""
-    exported_for = onnx_manifest.get("target")
-    if exported_for not in TARGET_ORDER + ("rtx",):
-        return  # folders from before --target: the parser's own error names the problem
+    """Refuse, before parsing, an ONNX folder with an opset or op the installed TensorRT's parser does not take.
+
+    Reads the ops the exporter recorded per graph against the parser tables of the
+    installed version's target (trt_targets), so no `onnx` package is needed.
+    """
     installed = trt_targets.target_for_tensorrt_version(trt.__version__, backend)
-    rank = {name: i for i, name in enumerate(TARGET_ORDER)} | {"rtx": TARGET_ORDER.index("desktop")}
-    if rank[exported_for] > rank[installed]:
+    target = trt_targets.TARGETS[installed]
+    parser = trt_targets.PARSERS[target.tensorrt]
+    problems = []
+    opset = onnx_manifest.get("opset")
+    if isinstance(opset, int) and opset > target.max_opset:
+        problems.append(f"opset {opset} (it parses up to {target.max_opset})")
+    for name, graph in onnx_manifest["graphs"].items():
+        problems += [f"{op} in {name}" for op in graph.get("ops", ()) if parser["ops"].get(op) is None]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise InvalidModelError(
-            f"{onnx_dir} was exported for target {exported_for} ({trt_targets.TARGETS[exported_for].description}), which this "
-            f"{trt_compat.flavour(trt)} {trt.__version__} cannot parse; re-export it with swiftbrush export onnx --target {installed}"
+            f"{onnx_dir} has what {trt_compat.flavour(trt)} {trt.__version__} cannot parse ({', '.join(problems[:3])}{more}); "
+            f"re-export it with swiftbrush export onnx --target {installed}"
         )
 
 

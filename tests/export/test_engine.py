@@ -68,3 +68,24 @@ def test_engine_from_another_gpu_or_version_is_refused(tmp_path: Path):
         check_engine_compat(manifest, "10.3.0", {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "90"}, tmp_path)
     with pytest.raises(EngineMismatchError, match=r"sm87.*--static --batch 1"):
         check_engine_compat(manifest, "10.14.1", {"name": "Orin", "compute_capability": "87"}, tmp_path)
+
+
+def test_engine_from_another_module_of_the_same_family_is_refused(tmp_path: Path):
+    """Every Orin module reports "Orin" and sm87: the SM count tells an AGX build from a Nano."""
+    manifest = {"backend": "tensorrt", "backend_version": "10.3.0", "compute_capability": "87", "gpu_name": "Orin",
+                "multiprocessor_count": 16, "source": {"onnx": "/m/onnx"}, "dynamic": False, "batch": {"opt": 1}}
+    check_engine_compat(manifest, "10.3.0", {"name": "Orin", "compute_capability": "87", "multiprocessor_count": 16}, tmp_path)
+    with pytest.raises(EngineMismatchError, match=r"sm87, 16 SMs\), this machine has Orin \(sm87, 8 SMs\)"):
+        check_engine_compat(manifest, "10.3.0", {"name": "Orin", "compute_capability": "87", "multiprocessor_count": 8}, tmp_path)
+
+
+def test_extras_say_which_tensorrt_goes_with_which_driver():
+    """A bare `tensorrt>=10` resolves to 11.x (CUDA 13, driver R580+); cuda-python was never used."""
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    everything = [req for reqs in extras.values() for req in reqs]
+    assert not any(req.replace(" ", "").startswith(("tensorrt>", "tensorrt=", "cuda-python")) for req in everything), everything
+    assert extras["trt"] == ["tensorrt-cu12>=10.3,<11"]
+    assert any(req.startswith("tensorrt-cu13") for req in extras["trt-cu13"])
+    assert {req.split(">")[0] for req in extras["rtx"]} == {"tensorrt-rtx-cu12-libs", "tensorrt-rtx-cu12-bindings"}
