@@ -79,3 +79,21 @@ def test_compat_names_exist_in_the_stubs():
         assert name in members["ICudaEngine"], name
     for name in ("set_input_shape", "set_tensor_address", "execute_async_v3", "set_device_memory"):
         assert name in members["IExecutionContext"], name
+
+
+def test_direct_trt_names_exist_in_every_version_we_claim():
+    """`trt.X` / `trt.X.Y` used outside trt_compat (the builder and the engine wrapper) carry no version fork,
+    so each must exist in every TensorRT we claim (8.5.3 .. 11.1, and TensorRT for RTX 1.7)."""
+    from trt_fakes import has
+
+    labels = ["trt-8.5.3", "trt-8.6.1", "trt-10.3.0", "trt-10.13.3", "trt-11.1.0", "rtx-1.7.1"]
+    used = set()
+    for file in ("export/engine.py", "runtime/backends/trt.py"):
+        for node in ast.walk(ast.parse((ROOT / file).read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "trt":
+                used.add(node.attr)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and isinstance(node.value.value, ast.Name) and node.value.value.id == "trt":
+                used.add(f"{node.value.attr}.{node.attr}")
+    assert {"Builder", "OnnxParser", "Runtime", "Logger.WARNING", "nptype"} <= used, used  # the walk found them
+    missing = sorted(f"{name} in {label}" for name in used for label in labels if not has(label, name))
+    assert not missing, missing
