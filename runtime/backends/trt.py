@@ -184,6 +184,7 @@ def load_engine(trt: Any, runtime: Any, file: Path, manifest: dict[str, Any], pa
 
 class TrtBackend(Backend):
     name = "tensorrt"
+    keeps_runtime_cache = False  # TensorRT for RTX compiles kernels at the first run and can keep them
 
     def __init__(self, path: Path, manifest: dict[str, Any], device: str | None = None, cuda_graph: bool = True, decoder: str | None = None, **_: Any) -> None:
         kind = (device or "cuda").split(":")
@@ -210,7 +211,7 @@ class TrtBackend(Backend):
         loaded = {s: load_engine(trt, self.runtime, f, manifest, self.path) for s, f in files.items()}
         self.runtime_cache: Any = None
         self._cache_loaded = b""
-        if self.name == "tensorrt-rtx":
+        if self.keeps_runtime_cache:
             self._open_runtime_cache(loaded["unet"])
         self.engines = {s: _Engine(trt, loaded[s], self.cuda, files[s], manifest["engines"][s], self.runtime_cache) for s in stages}
         # One activation buffer for all: the stages run one after another on one stream.
@@ -278,6 +279,7 @@ class TrtBackend(Backend):
             raise RuntimeError(f"{engine.name}: execute_async_v3 failed")
 
     def encode(self, ids: np.ndarray) -> np.ndarray:
+        self.cuda.make_current()  # the driver API binds contexts per thread; an app may call from several
         e = self.engines["text_encoder"]
         name = e.inputs()[0]
         e.set_shapes({name: ids.shape})
@@ -293,12 +295,14 @@ class TrtBackend(Backend):
         return e
 
     def denoise(self, noise: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        self.cuda.make_current()  # the driver API binds contexts per thread; an app may call from several
         e = self._unet_inputs(noise, embeddings)
         self._execute(e)
         dec = self.engines[self.decoder]
         return self._download(e, e.outputs()[0], ptr=dec.buffers[dec.inputs()[0]])
 
     def decode(self, latent: np.ndarray) -> np.ndarray:
+        self.cuda.make_current()  # the driver API binds contexts per thread; an app may call from several
         e = self.engines[self.decoder]
         name = e.inputs()[0]
         e.set_shapes({name: latent.shape})
@@ -307,6 +311,7 @@ class TrtBackend(Backend):
         return self._download(e, e.outputs()[0])
 
     def run(self, noise: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        self.cuda.make_current()  # the driver API binds contexts per thread; an app may call from several
         unet, dec = self._unet_inputs(noise, embeddings), self.engines[self.decoder]
         dec.set_shapes({dec.inputs()[0]: unet.output_shape(unet.outputs()[0])})
         if self.use_graph and self._graph:
@@ -337,6 +342,7 @@ class TrtBackend(Backend):
             self._graph = 0
 
     def synchronize(self) -> None:
+        self.cuda.make_current()  # the driver API binds contexts per thread; an app may call from several
         self.cuda.sync(self.stream)
 
     def memory(self) -> dict[str, int]:
@@ -348,6 +354,8 @@ class TrtBackend(Backend):
                 "tensorrt": self.trt.__version__, "cuda_graph": bool(self._graph)}
 
     def close(self) -> None:
+        if getattr(self, "cuda", None) is not None:
+            self.cuda.make_current()
         if getattr(self, "runtime_cache", None) is not None:
             self._save_runtime_cache()
         if getattr(self, "_graph", 0):
@@ -368,3 +376,4 @@ class TrtRtxBackend(TrtBackend):
     """TensorRT for RTX: the same engine wrapper; the module, validity check and runtime cache differ."""
 
     name = "tensorrt-rtx"
+    keeps_runtime_cache = True
