@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from swiftbrush_runtime import backends as _backends
-from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
+from swiftbrush_runtime.errors import InvalidArgumentError
 from swiftbrush_runtime.manifest import read_manifest
 from swiftbrush_runtime.onestep import MAX_SIDE, read_onestep
 from swiftbrush_runtime.tokenizer import ClipTokenizer
@@ -33,14 +33,6 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("onnx", "engine", "student")
 BACKEND_CHOICES = ("auto", *_backends.BACKENDS)
-
-
-def _fix_for(kind: str, backend: str, path: Path) -> str:
-    if backend == "tensorrt" and kind == "onnx":
-        return f"build engines first: swiftbrush export engine --onnx {path} --out {path}-engine"
-    if kind == "student" and backend in ("onnxruntime", "tensorrt"):
-        return f"export it first: swiftbrush export onnx --student {path} --out {path}-onnx"
-    return f"use --backend {_backends.BACKEND_OF[kind]}"
 
 
 class Generator:
@@ -83,9 +75,7 @@ class Generator:
             raise InvalidArgumentError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
         manifest = read_manifest(path, KINDS, verify=verify)
         kind = manifest["kind"]
-        chosen = _backends.BACKEND_OF[kind] if backend == "auto" else backend
-        if _backends.KIND_OF[chosen] != kind:
-            raise InvalidModelError(f"{path} is an {kind} directory, which the {chosen} backend cannot run; {_fix_for(kind, chosen, path)}")
+        chosen = _backends.backend_for(kind, backend, path)
         return cls(path, manifest, _backends.create(chosen, path, manifest, device=device, **options), cache_size=cache_size)
 
     # --- the pipeline ----------------------------------------------------------

@@ -32,7 +32,29 @@ def decoder_graph(manifest: dict, decoder: str | None) -> str:
     return DECODER_GRAPHS[choice]
 
 
-__all__ = ["DECODER_GRAPHS", "decoder_graph", "BACKENDS", "BACKEND_OF", "KIND_OF", "Backend", "BackendUnavailableError", "create"]
+def backend_for(kind: str, backend: str, path) -> str:
+    """The backend that runs a `kind` folder: the kind's own for "auto"; one that reads another kind is refused.
+
+    The one rule of `generate`, `bench` and `Generator.load`: the folder given is the folder
+    run, and a mismatch names the command that makes the folder the backend needs.
+    """
+    from swiftbrush_runtime.errors import InvalidModelError
+
+    chosen = BACKEND_OF[kind] if backend == "auto" else backend
+    if KIND_OF[chosen] != kind:
+        raise InvalidModelError(f"{path} is an {kind} directory, which the {chosen} backend cannot run; {_fix_for(kind, chosen, path)}")
+    return chosen
+
+
+def _fix_for(kind: str, backend: str, path) -> str:
+    if backend == "tensorrt" and kind == "onnx":
+        return f"build engines first: swiftbrush export engine --onnx {path} --out {path}-engine"
+    if kind == "student" and backend in ("onnxruntime", "tensorrt"):
+        return f"export it first: swiftbrush export onnx --student {path} --out {path}-onnx"
+    return f"use --backend {BACKEND_OF[kind]}"
+
+
+__all__ = ["DECODER_GRAPHS", "decoder_graph", "backend_for", "BACKENDS", "BACKEND_OF", "KIND_OF", "Backend", "BackendUnavailableError", "create"]
 
 
 def create(backend: str, path, manifest: dict, **options) -> Backend:

@@ -1,0 +1,50 @@
+"""The base install (no torch): commands that need an extra say which, in one line, exit 2.
+
+The training stack is hidden from a fresh interpreter (None in sys.modules makes its
+import fail as if it were not installed), rather than building a second virtual environment.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HIDE = ("torch", "diffusers", "transformers", "peft", "accelerate", "onnx", "optimum", "onnxslim", "onnxconverter_common", "scipy", "tqdm")
+RUN = f"""
+import sys
+for name in {HIDE!r}:
+    sys.modules[name] = None
+from swiftbrush.cli import main
+sys.argv = ["swiftbrush", *sys.argv[1:]]
+main()
+"""
+
+
+def _swiftbrush(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", RUN, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, extra",
+    [
+        (["distill", "--teacher", "toy", "--prompts", "toy", "--out", "{tmp}/run"], "train"),
+        (["eval", "--model", "toy-teacher"], "train"),
+        (["demo", "--out", "{tmp}/demo"], "train"),
+        (["export", "onnx", "--student", "{tmp}", "--out", "{tmp}/onnx"], "train,export"),
+    ],
+)
+def test_missing_extra_is_one_line(tmp_path: Path, args: list[str], extra: str):
+    r = _swiftbrush(*(a.format(tmp=tmp_path) for a in args))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert f"pip install 'swiftbrush[{extra}]'" in lines[0] and "is not installed" in lines[0], lines[0]
+
+
+def test_runtime_commands_still_work_without_the_training_stack():
+    r = _swiftbrush("doctor")
+    assert r.returncode == 0, r.stderr
+    assert "torch" in r.stdout
