@@ -50,7 +50,7 @@ def model_dir_for(backend: str, path: Path, follow_sources: bool = False) -> Pat
         if not nxt or not Path(nxt).is_dir():
             made_from = " <- ".join(f"{p} ({read_manifest(p, KINDS, verify=False)['kind']})" for p in chain)
             raise InvalidModelError(
-                f"--compare {backend}: the {backend} backend runs a {want} directory, and none is among {made_from}; "
+                f"--compare {backend}: the {backend} backend runs {_backends.A_KIND[want]} directory, and none is among {made_from}; "
                 f"bench it on its own with --model {want.upper()}_DIR"
             )
         path = Path(nxt)

@@ -45,10 +45,11 @@ PACKAGES: dict[str, tuple[str, ...]] = {
 def package_version(*distributions: str) -> str | None:
     """The version of the first of `distributions` that is installed, from its metadata; None if none is."""
     for name in distributions:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+        for spelling in dict.fromkeys((name, name.replace("-", "_"))):  # Python 3.8 does not normalise - and _
+            try:
+                return metadata.version(spelling)
+            except metadata.PackageNotFoundError:
+                continue
     return None
 
 

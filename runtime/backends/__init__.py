@@ -15,6 +15,7 @@ BACKENDS = ("onnxruntime", "tensorrt", "torch")
 # Which directory kind each backend reads (manifest "kind").
 KIND_OF = {"onnxruntime": "onnx", "tensorrt": "engine", "torch": "student"}
 BACKEND_OF = {kind: backend for backend, kind in KIND_OF.items()}
+A_KIND = {"onnx": "an ONNX", "engine": "an engine", "student": "a student"}  # for messages: "{path} is a student directory"
 
 DECODER_GRAPHS = {"vae": "vae_decoder", "taesd": "taesd_decoder"}
 
@@ -42,7 +43,7 @@ def backend_for(kind: str, backend: str, path) -> str:
 
     chosen = BACKEND_OF[kind] if backend == "auto" else backend
     if KIND_OF[chosen] != kind:
-        raise InvalidModelError(f"{path} is an {kind} directory, which the {chosen} backend cannot run; {_fix_for(kind, chosen, path)}")
+        raise InvalidModelError(f"{path} is {A_KIND[kind]} directory, which the {chosen} backend cannot run; {_fix_for(kind, chosen, path)}")
     return chosen
 
 
@@ -54,7 +55,7 @@ def _fix_for(kind: str, backend: str, path) -> str:
     return f"use --backend {BACKEND_OF[kind]}"
 
 
-__all__ = ["DECODER_GRAPHS", "decoder_graph", "backend_for", "BACKENDS", "BACKEND_OF", "KIND_OF", "Backend", "BackendUnavailableError", "create"]
+__all__ = ["A_KIND", "DECODER_GRAPHS", "decoder_graph", "backend_for", "BACKENDS", "BACKEND_OF", "KIND_OF", "Backend", "BackendUnavailableError", "create"]
 
 
 def create(backend: str, path, manifest: dict, **options) -> Backend:

@@ -58,3 +58,8 @@ def test_every_row_names_its_folder(onnx_fp32: Path, tiny_student: Path, tmp_pat
     assert rows["onnxruntime"].endswith(str(onnx_fp32)) and rows["torch"].endswith(str(tiny_student))
     report = json.loads((tmp_path / "b.json").read_text())
     assert [x["model"] for x in report["results"]] == [str(onnx_fp32), str(tiny_student)]
+
+
+def test_the_mismatch_message_reads_right(tiny_student: Path):
+    line = _one_line_exit_2(_invoke("bench", "--model", str(tiny_student), "--backend", "onnxruntime", "--iters", "1"))
+    assert f"{tiny_student} is a student directory" in line and "export it first" in line  # not "an student"
