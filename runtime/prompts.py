@@ -78,8 +78,9 @@ def read_prompts(source: str | Path, flag: str = "--prompts", stdin: BinaryIO | 
         raw = raw[3:]
 
     bad = 0
+    items: list[str | None]
     if suffix == ".json":
-        items = _json_items(raw, label, flag)
+        items = list(_json_items(raw, label, flag))
     else:
         lines, bad = _utf8_lines(raw)
         items = [text if suffix != ".jsonl" else _jsonl_item(text, number, label, flag) for number, text in lines]

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from swiftbrush_runtime.cli_options import Integer, needs_extra, probe_output_file, write_text_output
-from swiftbrush_runtime.errors import SwiftBrushError, first_line
+from swiftbrush_runtime.errors import SwiftBrushError
 from swiftbrush_runtime.prompts import RULES as PROMPT_RULES
 
 # distill's options whose defaults come from the preset, and the config field each sets.
@@ -55,7 +55,7 @@ class _Group(click.Group):
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
         except click.ClickException as e:  # a missing option, a value outside a Choice: click's own message, without the usage block
-            click.echo(f"error: {first_line(Exception(e.format_message()))}", err=True)
+            click.echo(f"error: {(e.format_message().strip().splitlines() or [type(e).__name__])[0]}", err=True)
             sys.exit(e.exit_code)
         except OSError as e:  # a full disk, a path that vanished mid-run: one line naming the file, not a traceback
             click.echo(f"error: {e}", err=True)

@@ -44,7 +44,11 @@ def test_missing_extra_is_one_line(tmp_path: Path, args: list[str], extra: str):
     assert f"pip install 'swiftbrush[{extra}]'" in lines[0] and "is not installed" in lines[0], lines[0]
 
 
-def test_runtime_commands_still_work_without_the_training_stack():
+def test_runtime_commands_and_help_still_work_without_the_training_stack():
     r = _swiftbrush("doctor")
     assert r.returncode == 0, r.stderr
     assert "torch" in r.stdout
+    for command in (["distill"], ["eval"], ["export", "onnx"]):
+        r = _swiftbrush(*command, "--help")
+        assert r.returncode == 0 and "Usage:" in r.stdout, r.stderr
+    assert "Defaults per --preset" in _swiftbrush("distill", "--help").stdout
