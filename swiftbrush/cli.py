@@ -146,7 +146,7 @@ def distill_cmd(teacher: str, prompts: str, out: Path, preset: str | None, resum
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"), show_default=True,
               help="Folder for report.json, grid.png and every stage's output (student/, onnx/, distill/).")
 @click.option("--per-caption", type=Integer(2, 100), default=8, show_default=True, help="Images per caption for the scores.")
-@needs_extra("train")
+@needs_extra("train", "export")  # the demo distills, then exports to ONNX
 def demo_cmd(out: Path, per_caption: int) -> None:
     """Run the whole chain on the toy world and write report.json and grid.png."""
     from swiftbrush.demo import run_demo

@@ -32,7 +32,7 @@ def _swiftbrush(*args: str) -> subprocess.CompletedProcess:
     [
         (["distill", "--teacher", "toy", "--prompts", "toy", "--out", "{tmp}/run"], "train"),
         (["eval", "--model", "toy-teacher"], "train"),
-        (["demo", "--out", "{tmp}/demo"], "train"),
+        (["demo", "--out", "{tmp}/demo"], "train,export"),
         (["export", "onnx", "--student", "{tmp}", "--out", "{tmp}/onnx"], "train,export"),
     ],
 )
@@ -52,3 +52,11 @@ def test_runtime_commands_and_help_still_work_without_the_training_stack():
         r = _swiftbrush(*command, "--help")
         assert r.returncode == 0 and "Usage:" in r.stdout, r.stderr
     assert "Defaults per --preset" in _swiftbrush("distill", "--help").stdout
+
+
+def test_an_export_only_gap_names_the_export_extra(tmp_path: Path):
+    """With the training stack present but not the export one, demo names [train,export], not a traceback."""
+    code = RUN.replace(repr(HIDE), repr(("onnx", "optimum", "onnxslim", "onnxconverter_common")))
+    r = subprocess.run([sys.executable, "-c", code, "demo", "--out", str(tmp_path / "demo")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "pip install 'swiftbrush[train,export]'" in r.stderr and "onnx is not installed" in r.stderr
