@@ -69,3 +69,18 @@ def test_json_to_a_file_or_stdout(tmp_path: Path):
     assert set(json.loads((tmp_path / "d.json").read_text())["backends"]) == {"onnxruntime", "tensorrt", "torch"}
     r = CliRunner().invoke(cli, ["doctor", "--json"])
     assert r.exit_code == 0 and "swiftbrush" in json.loads(r.stdout)["packages"]
+
+
+def test_a_gpu_machine(monkeypatch: pytest.MonkeyPatch):
+    """Where nvidia-smi lists a GPU the CUDA runtime is asked, and a failure there is reported, not raised."""
+    monkeypatch.setattr(doctor, "_nvidia_smi", lambda: ["GPU 0: NVIDIA H200 (UUID: GPU-1)"])
+    monkeypatch.setattr(swiftbrush_runtime.cuda, "gpu_identity", lambda device=0: {"name": "NVIDIA H200", "compute_capability": "90"})
+    report = doctor.doctor_report()
+    assert report["gpu"]["cuda_runtime"] == "ok" and "NVIDIA H200 sm90" in doctor.format_report(report)
+
+    def broken(device=0):
+        raise RuntimeError("CUDA driver version is insufficient for CUDA runtime version\nsecond line")
+
+    monkeypatch.setattr(swiftbrush_runtime.cuda, "gpu_identity", broken)
+    text = doctor.format_report(doctor.doctor_report())
+    assert "GPU 0: NVIDIA H200 (UUID: GPU-1); cuda runtime unavailable (CUDA driver version is insufficient" in text and "second line" not in text
