@@ -21,7 +21,7 @@ from swiftbrush_runtime.prompts import RULES as PROMPT_RULES
 
 
 def _int(value: int | str, flag: str) -> int:
-    """An option already parsed by `Integer` (kept for callers that pass text)."""
+    """int() with the project's one-line error; generate's integer options reach it already parsed by `Integer`."""
     try:
         return int(value)
     except ValueError:

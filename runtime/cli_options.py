@@ -23,8 +23,8 @@ from swiftbrush_runtime.errors import InvalidArgumentError, SwiftBrushError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# What each extra installs that its commands import (top-level module names); the first ones are
-# checked before the command starts, the rest when an import fails.
+# What each extra installs that its commands import (top-level module names): an import of one
+# that fails mid-command is named with its extra. CORE_MODULES are looked up before the command starts.
 EXTRA_MODULES = {
     "train": ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "scipy", "tqdm"),
     "export": ("onnx", "optimum", "onnxslim", "onnxconverter_common", "onnxruntime"),
@@ -129,7 +129,7 @@ def needs_extra(*extras: str) -> Callable[[F], F]:
 
 
 def write_text_output(path: Path | str, text: str) -> None:
-    """Write a report file written by --json, or print it when the path is '-'."""
+    """Write a --json report to `path`, or print it when `path` is '-'."""
     if str(path) == "-":
         click.echo(text)
     else:
