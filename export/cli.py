@@ -14,6 +14,9 @@ from pathlib import Path
 
 import click
 
+from swiftbrush_runtime.cli_options import Integer, needs_extra
+from swiftbrush_runtime.errors import InvalidArgumentError
+
 
 @click.group("export")
 def export_group() -> None:
@@ -23,24 +26,29 @@ def export_group() -> None:
 @export_group.command("onnx")
 @click.option("--student", required=True, type=click.Path(path_type=Path), help="A student directory (from `swiftbrush distill`).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The ONNX directory to write (must not exist or be empty).")
-@click.option("--dtype", default="fp32", show_default=True, help="fp32, or fp16 (normalisations and softmax kept fp32).")
-@click.option("--height", type=int, default=None, help="Image height in pixels (multiple of 8); default: the student's resolution.")
-@click.option("--width", type=int, default=None, help="Image width in pixels (multiple of 8); default: the student's resolution.")
-@click.option("--batch", type=int, default=1, show_default=True, help="Batch of static graphs; the largest batch of dynamic ones.")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="fp32, or fp16 (normalisations and softmax kept fp32).")
+@click.option("--height", type=Integer(), default=None, help="Image height in pixels (multiple of 8); default: the student's resolution.")
+@click.option("--width", type=Integer(), default=None, help="Image width in pixels (multiple of 8); default: the student's resolution.")
+@click.option("--batch", type=Integer(min=1), default=1, show_default=True, help="Batch of static graphs; the largest batch of dynamic ones.")
 @click.option("--dynamic", is_flag=True, help="Dynamic batch (1..--batch) and resolution (half to double).")
-@click.option("--target", default="desktop", show_default=True,
+@click.option("--target", type=click.Choice(["desktop", "rtx", "jetpack6", "jetpack6.0", "jetpack5"]), default="desktop", show_default=True,
               help="The TensorRT the engines will be built with: desktop (TensorRT 10/11), rtx (TensorRT for RTX), jetpack6 (6.1/6.2: TensorRT 10.3), "
                    "jetpack6.0 (8.6) or jetpack5 (8.5). Sets the default opset and checks every graph against that parser.")
-@click.option("--opset", type=int, default=None, help="ONNX opset (16..21, up to what --target parses); default: the target's (16 for jetpack5, else 17).")
-@click.option("--decoder", default="vae", show_default=True, help="vae, or taesd: also export a tiny autoencoder decoder and use it.")
+@click.option("--opset", type=Integer(), default=None,
+              help="ONNX opset (16..21, up to what --target parses); default: the target's, 16 for jetpack5 (TensorRT 8.5 has no "
+                   "LayerNormalization), else 17 (no gain from higher ones here).")  # fmt: skip
+@click.option("--decoder", type=click.Choice(["vae", "taesd"]), default="vae", show_default=True,
+              help="vae, or taesd: also export a tiny autoencoder decoder and use it.")
 @click.option("--taesd", type=click.Path(path_type=Path), default=None,
-              help="AutoencoderTiny folder for --decoder taesd, or 'toy' for the one trained for the toy teacher (default: STUDENT/taesd).")
-@click.option("--fp32-layers", default="auto", show_default=True,
-              help="fp16 only: layers kept fp32. auto (the text encoder and the UNet's noise-carrying path: within 2/255 of fp32), unet (only the UNet's path: half the text encoder's memory), none (fastest), or UNet node-name prefixes.")
+              help="With --decoder taesd: an AutoencoderTiny folder, or 'toy' for the one trained for the toy teacher (default: STUDENT/taesd).")
+@click.option("--fp32-layers", default=None,
+              help="With --dtype fp16: layers kept fp32. auto (the default: the text encoder and the UNet's noise-carrying path, within 2/255 of fp32), "
+                   "unet (only the UNet's path: half the text encoder's memory), none (fastest), or UNet node-name prefixes.")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@needs_extra("train", "export")  # the student is read with diffusers, which [export] alone does not install
 def export_onnx_cmd(
     student: Path, out: Path, dtype: str, height: int | None, width: int | None, batch: int, dynamic: bool, target: str, opset: int | None,
-    decoder: str, taesd: Path | None, fp32_layers: str, overwrite: bool,
+    decoder: str, taesd: Path | None, fp32_layers: str | None, overwrite: bool,
 ) -> None:
     """Export a student to ONNX graphs in optimum's layout, with a manifest.
 
@@ -51,11 +59,15 @@ def export_onnx_cmd(
     in optimum's pipeline (swiftbrush generate splits longer lists itself); export with
     --dynamic for prompt lists or num_images_per_prompt there.
     """
+    if fp32_layers is not None and dtype != "fp16":
+        raise InvalidArgumentError(f"--fp32-layers applies to --dtype fp16 only; drop it or add --dtype fp16 (got --dtype {dtype})")
+    if taesd is not None and decoder != "taesd":
+        raise InvalidArgumentError("--taesd applies to --decoder taesd only; add --decoder taesd or drop --taesd")
     from swiftbrush_export.onnx_export import export_onnx
 
     m = export_onnx(
         student, out, dtype=dtype, height=height, width=width, batch=batch, dynamic=dynamic, target=target, opset=opset,
-        decoder=decoder, taesd=taesd, fp32_layers=fp32_layers, overwrite=overwrite,
+        decoder=decoder, taesd=taesd, fp32_layers=fp32_layers or "auto", overwrite=overwrite,
     )
     sizes = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in m["graphs"].items())
     click.echo(f"wrote {out} ({m['dtype']}, target {m['target']}, opset {m['opset']}, {m['height']}x{m['width']}, batch {m['batch']['min']}..{m['batch']['max']}): {sizes}")
@@ -69,7 +81,7 @@ def export_onnx_cmd(
                    "(TensorRT for RTX: RTX desktops and laptops; builds ahead of time, no GPU needed with --arch).")
 @click.option("--arch", default=None, help="tensorrt-rtx only: the compute capability to build for, e.g. sm86 (RTX 30), sm89 (RTX 40), sm120 (RTX 50); default: the GPU present.")
 @click.option("--static/--dynamic", "static", default=True, show_default=True, help="Static shapes (fastest, CUDA graphs) or the ONNX's dynamic ranges.")
-@click.option("--batch", type=int, default=None, help="Batch of a static engine (default: the ONNX's).")
+@click.option("--batch", type=Integer(min=1), default=None, help="Batch of a static engine (default: the ONNX's).")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None, help="tensorrt only: reuse and update this timing cache (a cache from another GPU or version is replaced).")
 @click.option("--workspace-gb", type=float, default=None, help="Builder workspace limit in GiB (default: 4, or a quarter of the GPU's memory if less).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")

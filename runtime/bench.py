@@ -7,9 +7,12 @@ Each backend runs `warmup` untimed iterations, then `iters` timed ones of: the t
 encoder alone, the UNet alone, the decoder alone, and the whole pipeline (prompt
 embedding cache off, so the text encoder runs every time). Reported: p50 / p90 ms
 per image (batch time / batch), images per second, peak memory, device, versions.
-`--compare` runs several backends in one process on the same inputs; a backend
-that needs another directory kind finds it through the manifests (an ONNX
-directory records its student, an engine directory its ONNX directory).
+`--backend` (or auto) runs the folder given, by the rule `generate` uses
+(`backends.backend_for`): a backend that reads another kind of folder is refused.
+`--compare` runs several backends in one process on the same inputs; each runs the
+folder of its kind that `--model` is or was made from, found through the manifests
+(an engine directory records its ONNX directory, an ONNX directory its student),
+and every row says which folder it ran.
 """
 
 from __future__ import annotations
@@ -28,23 +31,31 @@ from swiftbrush_runtime import backends as _backends
 from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
 from swiftbrush_runtime.manifest import read_manifest
 
+KINDS = ("onnx", "engine", "student")
 PROMPT = "a red circle on a blue background"
 
 
-def model_dir_for(backend: str, path: Path) -> Path:
-    """The directory a backend reads, found from `path` and the chain's manifests."""
+def model_dir_for(backend: str, path: Path, follow_sources: bool = False) -> Path:
+    """The directory `backend` runs: `path` itself (generate's rule), or with `follow_sources` its source of the right kind."""
     path = Path(path)
-    manifest = read_manifest(path, ("onnx", "engine", "student"), verify=False)
+    manifest = read_manifest(path, KINDS, verify=False)
+    if not follow_sources:
+        _backends.backend_for(manifest["kind"], backend, path)
+        return path
     want = _backends.KIND_OF[backend]
-    seen = [path]
+    chain = [path]
     while manifest["kind"] != want:
         source = manifest.get("source", {})
         nxt = source.get("onnx") if manifest["kind"] == "engine" else source.get("student") if manifest["kind"] == "onnx" else None
         if not nxt or not Path(nxt).is_dir():
-            raise InvalidModelError(f"the {backend} backend needs a {want} directory and {seen[-1]} does not lead to one; pass it with --model")
+            made_from = " <- ".join(f"{p} ({read_manifest(p, KINDS, verify=False)['kind']})" for p in chain)
+            raise InvalidModelError(
+                f"--compare {backend}: the {backend} backend runs {_backends.A_KIND[want]} directory, and none is among {made_from}; "
+                f"bench it on its own with --model {want.upper()}_DIR"
+            )
         path = Path(nxt)
-        seen.append(path)
-        manifest = read_manifest(path, ("onnx", "engine", "student"), verify=False)
+        chain.append(path)
+        manifest = read_manifest(path, KINDS, verify=False)
     return path
 
 
@@ -92,11 +103,11 @@ def cpu_name() -> str:
 
 def bench_backend(
     model: Path, backend: str, batch: int, iters: int, warmup: int, device: str | None = None, compile: bool = False,
-    decoder: str | None = None,
+    decoder: str | None = None, follow_sources: bool = False,
 ) -> dict[str, Any]:
     from swiftbrush_runtime.generator import Generator
 
-    path = model_dir_for(backend, model)
+    path = model_dir_for(backend, model, follow_sources)
     options: dict[str, Any] = {"compile": True} if compile and backend == "torch" else {}  # the others have nothing to compile
     if decoder:
         options["decoder"] = decoder  # default: the directory's own
@@ -157,10 +168,12 @@ def run_bench(
     device: str | None = None,
     compile: bool = False,
     decoder: str | None = None,
+    follow_sources: bool = False,
 ) -> dict[str, Any]:
     """Benchmark one or several backends on the same model; returns the JSON report.
 
     `compile` runs the torch backend through torch.compile (first call pays the compile; warm-up excludes it).
+    `follow_sources` (what --compare does) lets a backend run the folder `model` was made from.
     """
     model = Path(model)
     if batch < 1:
@@ -170,25 +183,30 @@ def run_bench(
     names = []
     for name in backends:
         if name == "auto":
-            name = _backends.default_backend(read_manifest(model, ("onnx", "engine", "student"), verify=False))
+            name = _backends.default_backend(read_manifest(model, KINDS, verify=False))
         if name not in _backends.BACKENDS:
             raise InvalidArgumentError(f"unknown backend {name!r}; choose from {', '.join(_backends.BACKENDS)}")
         names.append(name)
     if compile and "torch" not in names:
         raise InvalidArgumentError("--compile applies to the torch backend only: add --backend torch (or torch to --compare)")
-    results = [bench_backend(model, name, batch, iters, warmup, device, compile=compile, decoder=decoder) for name in names]
+    if len(set(names)) < len(names):
+        raise InvalidArgumentError(f"--compare names a backend twice: {', '.join(names)}")
+    folders = [model_dir_for(name, model, follow_sources) for name in names]  # every folder checked before the first one runs
+    results = [
+        bench_backend(folder, name, batch, iters, warmup, device, compile=compile, decoder=decoder) for name, folder in zip(names, folders)
+    ]
     return {"results": results}
 
 
 def format_table(report: dict[str, Any]) -> str:
     """A side-by-side text table of the results (ms per image)."""
-    head = f"{'backend':<12} {'device':<8} {'batch':>5} {'e2e p50':>9} {'e2e p90':>9} {'text':>8} {'unet':>8} {'decoder':>8} {'img/s':>8}"
+    head = f"{'backend':<12} {'device':<8} {'batch':>5} {'e2e p50':>9} {'e2e p90':>9} {'text':>8} {'unet':>8} {'decoder':>8} {'img/s':>8}  folder"
     lines = [head, "-" * len(head)]
     for r in report["results"]:
         c = r["components"]
         lines.append(
             f"{r['backend']:<12} {str(r['device']):<8} {r['batch']:>5} {r['end_to_end']['p50_ms']:>9.2f} {r['end_to_end']['p90_ms']:>9.2f} "
-            f"{c['text_encoder']['p50_ms']:>8.2f} {c['unet']['p50_ms']:>8.2f} {c['decoder']['p50_ms']:>8.2f} {r['images_per_second']:>8.1f}"
+            f"{c['text_encoder']['p50_ms']:>8.2f} {c['unet']['p50_ms']:>8.2f} {c['decoder']['p50_ms']:>8.2f} {r['images_per_second']:>8.1f}  {r['model']}"
         )
     lines.append("ms per image (p50 unless marked), warm-up excluded")
     return "\n".join(lines)

@@ -5,7 +5,7 @@
                         [--height H --width W] [--decoder vae|taesd] --out DIR
     swiftbrush bench    --model DIR [--backend B | --compare b1,b2] [--batch N] [--iters N]
                         [--warmup N] [--decoder vae|taesd] [--compile] [--json FILE]
-    swiftbrush doctor   [--json]
+    swiftbrush doctor   [--json [FILE]]
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from pathlib import Path
 
 import click
 
+from swiftbrush_runtime.cli_options import Integer, probe_output_file, write_text_output
 from swiftbrush_runtime.errors import InvalidArgumentError
+from swiftbrush_runtime.prompts import RULES as PROMPT_RULES
 
 
-def _int(value: str, flag: str) -> int:
+def _int(value: int | str, flag: str) -> int:
+    """int() with the project's one-line error; generate's integer options reach it already parsed by `Integer`."""
     try:
         return int(value)
     except ValueError:
@@ -28,12 +31,13 @@ def _int(value: str, flag: str) -> int:
 @click.command("generate")
 @click.option("--model", required=True, type=click.Path(path_type=Path), help="An engine, ONNX or student directory.")
 @click.option("--prompt", "prompts", multiple=True, help="A prompt (repeatable); \"\" is a valid unconditional prompt.")
-@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path), default=None, help="A UTF-8 text file, one prompt per line.")
-@click.option("--seed", default="0", show_default=True, help="Integer seed of the numpy noise (same on every backend).")
+@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path), default=None, help=f"A prompt file: {PROMPT_RULES}.")
+@click.option("--seed", type=Integer(), default=0, show_default=True, help="Integer seed of the numpy noise (same on every backend).")
 @click.option("--backend", default="auto", show_default=True, help="auto, tensorrt, onnxruntime or torch.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: the backend's best).")
-@click.option("--height", default=None, help="Image height in pixels (default: the export's; other sizes need a --dynamic export).")
-@click.option("--width", default=None, help="Image width in pixels (default: the export's).")
+@click.option("--height", type=Integer(), default=None,
+              help="Image height in pixels, a multiple of 8 (default: the folder's own size; an ONNX or engine folder takes other sizes only if exported --dynamic, a student folder any).")
+@click.option("--width", type=Integer(), default=None, help="Image width in pixels, a multiple of 8 (default: the folder's own size; same rule as --height).")
 @click.option("--decoder", default=None, help="vae or taesd (default: the directory's own; taesd needs an export made with --decoder taesd, or STUDENT/taesd).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory for 0000.png ... and grid.png.")
 def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | None, seed: str, backend: str, device: str | None,
@@ -54,35 +58,48 @@ def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | Non
 
 @click.command("bench")
 @click.option("--model", required=True, type=click.Path(path_type=Path), help="An engine, ONNX or student directory.")
-@click.option("--backend", default="auto", show_default=True, help="auto, tensorrt, onnxruntime or torch.")
-@click.option("--compare", default=None, help="Comma-separated backends to run side by side, e.g. onnxruntime,torch.")
-@click.option("--batch", default="1", show_default=True)
-@click.option("--iters", default="20", show_default=True)
-@click.option("--warmup", default="3", show_default=True)
-@click.option("--device", default=None, help="cpu, cuda or cuda:N.")
+@click.option("--backend", default=None,
+              help="auto (the folder's own), tensorrt (engine folder), onnxruntime (ONNX folder) or torch (student folder); default auto.")
+@click.option("--compare", default=None,
+              help="Comma-separated backends to run side by side, e.g. onnxruntime,torch: each runs the folder of its kind that --model is or was made from (its manifest's sources); not with --backend.")
+@click.option("--batch", type=Integer(min=1), default=1, show_default=True, help="Images per call (the timing is reported per image).")
+@click.option("--iters", type=Integer(min=1), default=20, show_default=True, help="Timed iterations per measurement.")
+@click.option("--warmup", type=Integer(min=0), default=3, show_default=True, help="Untimed iterations before each measurement.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: the backend's best).")
 @click.option("--decoder", default=None, help="vae or taesd (default: the directory's own; taesd needs an export made with --decoder taesd, or STUDENT/taesd).")
 @click.option("--compile", "compile_", is_flag=True,
               help="torch backend: torch.compile (default mode) under its CUDA graph; about a minute to compile at SD size on an H100.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the report here.")
-def bench_cmd(model: Path, backend: str, compare: str | None, batch: str, iters: str, warmup: str, device: str | None, decoder: str | None,
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the report here (checked before the benchmark runs).")
+def bench_cmd(model: Path, backend: str | None, compare: str | None, batch: int, iters: int, warmup: int, device: str | None, decoder: str | None,
               compile_: bool, json_path: Path | None) -> None:  # fmt: skip
     """ms per image (p50/p90), end to end and per component; warm-up excluded."""
     from swiftbrush_runtime.bench import format_table, run_bench
 
-    names = [b.strip() for b in compare.split(",") if b.strip()] if compare else [backend]
-    report = run_bench(model, names, batch=_int(batch, "--batch"), iters=_int(iters, "--iters"), warmup=_int(warmup, "--warmup"), device=device,
-                        decoder=decoder, compile=compile_)  # fmt: skip
+    if compare is not None and backend is not None:
+        raise InvalidArgumentError("pass --backend or --compare, not both (--compare names every backend it runs)")
+    names = [b.strip() for b in compare.split(",") if b.strip()] if compare is not None else [backend or "auto"]
+    if not names:
+        raise InvalidArgumentError("--compare names no backend; pass e.g. --compare onnxruntime,torch")
+    if json_path is not None:  # a report that cannot be written fails now, not after the benchmark
+        probe_output_file(json_path, "--json")
+    report = run_bench(model, names, batch=batch, iters=iters, warmup=warmup, device=device, decoder=decoder, compile=compile_,
+                       follow_sources=compare is not None)  # fmt: skip
     click.echo(format_table(report))
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        write_text_output(json_path, json.dumps(report, indent=2))
 
 
 @click.command("doctor")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def doctor_cmd(as_json: bool) -> None:
+@click.option("--json", "json_path", is_flag=False, flag_value="-", default=None, type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Write the report as JSON to this file; --json alone (or --json -) prints it.")  # fmt: skip
+def doctor_cmd(json_path: Path | None) -> None:
     """What is installed here and which backends will work (and why not)."""
     from swiftbrush_runtime.doctor import doctor_report, format_report
 
+    if json_path is not None and str(json_path) != "-":
+        probe_output_file(json_path, "--json")
     report = doctor_report()
-    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    if json_path is None:
+        click.echo(format_report(report))
+    else:
+        write_text_output(json_path, json.dumps(report, indent=2))

@@ -16,29 +16,11 @@ from typing import Any, Sequence
 
 from swiftbrush_runtime.errors import InvalidArgumentError
 
-MAX_PROMPTS_FILE_BYTES = 16 << 20
-
-
 def read_prompts(path: Path | str) -> list[str]:
-    """One prompt per line (UTF-8); blank lines are empty (unconditional) prompts, except trailing ones."""
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidArgumentError(f"--prompts {path} does not exist or is not a file")
-    data = path.read_bytes()
-    if len(data) > MAX_PROMPTS_FILE_BYTES:
-        raise InvalidArgumentError(f"--prompts {path} is larger than 16 MB; pass a text file with one prompt per line")
-    if b"\x00" in data:
-        raise InvalidArgumentError(f"--prompts {path} is not a text file (it has NUL bytes); pass UTF-8 text, one prompt per line")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidArgumentError(f"--prompts {path} is not UTF-8 text; pass a text file with one prompt per line") from None
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines:
-        raise InvalidArgumentError(f"--prompts {path} is empty; write one prompt per line")
-    return [line.strip() for line in lines]
+    """generate's --prompts: the one reader every command uses (swiftbrush_runtime.prompts)."""
+    from swiftbrush_runtime.prompts import read_prompts as read_prompt_file
+
+    return read_prompt_file(path).prompts
 
 
 def prepare_out_dir(out: Path | str, flag: str = "--out") -> Path:

@@ -1,31 +1,56 @@
 """What `swiftbrush doctor` does: what is installed and which backends will work here.
 
-    swiftbrush doctor [--json]
+    swiftbrush doctor [--json [FILE]]
 
-Checks Python, numpy/tokenizers/Pillow, ONNX Runtime and its providers, TensorRT,
-the CUDA runtime and the GPU, torch (+ diffusers/transformers) and Jetson; each
-backend gets "ok" or the reason it will not work and the install line that fixes it.
+Versions come from the installed packages' metadata (importlib.metadata), so torch,
+diffusers and friends are never imported just to print a number and the command
+stays fast. Checks Python, the slim base, ONNX Runtime and its providers, TensorRT
+(through the backend's own import, so the install hint is the one the backend
+gives), the GPU (the CUDA runtime is asked only when an NVIDIA GPU is present), torch
+and Jetson; each backend gets "ok" or the reason it will not work and the fix.
 """
 
 from __future__ import annotations
 
-import importlib
 import platform
 import shutil
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+NVIDIA_DEVICE = Path("/dev/nvidia0")  # present where an NVIDIA driver has a desktop/server GPU
 
-def _version(module: str) -> str | None:
-    try:
-        mod = importlib.import_module(module)
-    except Exception:
-        return None
-    version = getattr(mod, "__version__", None)
-    if version is None and getattr(mod, "__file__", None) is None:
-        return None  # a namespace package left by type stubs (tensorrt-stubs), not the library
-    return str(version or "?")
+# Report name -> the distributions that provide it (the first installed one is reported).
+PACKAGES: dict[str, tuple[str, ...]] = {
+    "swiftbrush": ("swiftbrush",),
+    "numpy": ("numpy",),
+    "Pillow": ("pillow",),
+    "tokenizers": ("tokenizers",),
+    "click": ("click",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11"),
+    "cuda-python": ("cuda-python",),
+    "torch": ("torch",),
+    "diffusers": ("diffusers",),
+    "transformers": ("transformers",),
+    "accelerate": ("accelerate",),
+    "peft": ("peft",),
+    "onnx": ("onnx",),
+    "optimum": ("optimum",),
+    "optimum-onnx": ("optimum-onnx",),
+}
+
+
+def package_version(*distributions: str) -> str | None:
+    """The version of the first of `distributions` that is installed, from its metadata; None if none is."""
+    for name in distributions:
+        for spelling in dict.fromkeys((name, name.replace("-", "_"))):  # Python 3.8 does not normalise - and _
+            try:
+                return metadata.version(spelling)
+            except metadata.PackageNotFoundError:
+                continue
+    return None
 
 
 def _jetson() -> str | None:
@@ -43,28 +68,48 @@ def _nvidia_smi() -> list[str]:
         out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("GPU ")]
 
 
-def doctor_report() -> dict[str, Any]:
-    report: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "jetson": _jetson(),
-        "packages": {m: _version(m) for m in ("numpy", "PIL", "tokenizers", "click", "onnxruntime", "tensorrt", "torch", "diffusers", "transformers", "onnx", "optimum")},
-    }
+def _gpu(jetson: str | None) -> dict[str, Any]:
+    """The GPU as nvidia-smi and the CUDA runtime see it; no CUDA call where no NVIDIA GPU is present."""
     gpu: dict[str, Any] = {"nvidia_smi": _nvidia_smi()}
+    if not (gpu["nvidia_smi"] or jetson or NVIDIA_DEVICE.exists()):
+        gpu["cuda_runtime"] = "none: no NVIDIA GPU found"
+        return gpu
     try:
         from swiftbrush_runtime.cuda import gpu_identity
 
         gpu.update(gpu_identity(0))
         gpu["cuda_runtime"] = "ok"
     except Exception as e:
-        gpu["cuda_runtime"] = f"unavailable ({e})"
+        from swiftbrush_runtime.errors import first_line
+
+        gpu["cuda_runtime"] = f"unavailable ({first_line(e)})"
+    return gpu
+
+
+def _torch_build(version: str) -> str:
+    if "+cpu" in version:
+        return "CPU-only build"
+    try:
+        requires = metadata.requires("torch") or []
+    except metadata.PackageNotFoundError:
+        requires = []
+    return "CUDA build" if "+cu" in version or any(r.startswith("nvidia-") for r in requires) else "build without bundled CUDA"
+
+
+def doctor_report() -> dict[str, Any]:
+    """Versions, GPU and a status line per backend, as a JSON-able dict."""
+    from swiftbrush_runtime.errors import first_line
+
+    jetson = _jetson()
+    packages = {name: package_version(*dists) for name, dists in PACKAGES.items()}
+    report: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(), "jetson": jetson, "packages": packages}
+    gpu = _gpu(jetson)
     report["gpu"] = gpu
     backends: dict[str, str] = {}
 
-    # onnxruntime
     try:
         import onnxruntime
 
@@ -75,43 +120,49 @@ def doctor_report() -> dict[str, Any]:
     except ImportError:
         backends["onnxruntime"] = "not installed: pip install 'swiftbrush[ort]' (onnxruntime-gpu on CUDA machines)"
 
-    # tensorrt
-    trt_version = report["packages"]["tensorrt"]
-    if trt_version is None:
-        backends["tensorrt"] = (
-            "not installed: pip install 'swiftbrush[trt]' on a desktop GPU; on Jetson TensorRT comes with JetPack (sudo apt install nvidia-tensorrt)"
-        )
-    elif gpu["cuda_runtime"] != "ok":
-        backends["tensorrt"] = f"TensorRT {trt_version} installed but no usable GPU: {gpu['cuda_runtime']}"
-    else:
-        backends["tensorrt"] = f"ok (TensorRT {trt_version}, {gpu.get('name')} sm{gpu.get('compute_capability')}); build engines here with `swiftbrush export engine`"
+    try:
+        from swiftbrush_runtime.backends.trt import import_tensorrt
 
-    # torch
-    if report["packages"]["torch"] is None:
+        trt = import_tensorrt()
+        trt_version = str(getattr(trt, "__version__", "?"))
+        packages["tensorrt"] = packages["tensorrt"] or trt_version  # JetPack's bindings carry no pip metadata
+        if gpu["cuda_runtime"] != "ok":
+            backends["tensorrt"] = f"TensorRT {trt_version} installed but no usable GPU ({gpu['cuda_runtime']})"
+        else:
+            backends["tensorrt"] = f"ok (TensorRT {trt_version}, {gpu.get('name')} sm{gpu.get('compute_capability')}); build engines here with `swiftbrush export engine`"
+    except Exception as e:  # the backend's own message: the one install hint
+        backends["tensorrt"] = first_line(e)
+
+    torch_version = packages["torch"]
+    if torch_version is None:
         backends["torch"] = "not installed: pip install 'swiftbrush[train]'"
-    elif report["packages"]["diffusers"] is None or report["packages"]["transformers"] is None:
+    elif packages["diffusers"] is None or packages["transformers"] is None:
         backends["torch"] = "torch is installed but diffusers/transformers are not: pip install 'swiftbrush[train]'"
     else:
-        import torch
-
-        cuda = torch.cuda.is_available()
-        report["torch_cuda"] = torch.cuda.get_device_name(0) if cuda else None
-        backends["torch"] = f"ok ({'CUDA: ' + torch.cuda.get_device_name(0) if cuda else 'CPU only'})"
+        backends["torch"] = f"ok (torch {torch_version}, {_torch_build(torch_version)})"
     report["backends"] = backends
     return report
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"python      {report['python']}  ({report['platform']})"]
-    if report.get("jetson"):
-        lines.append(f"jetson      {report['jetson']}")
-    for name, v in report["packages"].items():
-        lines.append(f"{name:<12}{v or '-'}")
+    """The report as aligned text: one row per package, then the GPU and one row per backend."""
     g = report["gpu"]
-    lines.append(f"gpu         {g.get('name', '-')} sm{g.get('compute_capability', '-')}  cuda runtime: {g['cuda_runtime']}")
+    if g["cuda_runtime"] == "ok":
+        gpu_line = f"{g.get('name', '?')} sm{g.get('compute_capability', '?')}"
+    elif g.get("nvidia_smi"):
+        gpu_line = f"{g['nvidia_smi'][0]}; cuda runtime {g['cuda_runtime']}"
+    else:
+        gpu_line = g["cuda_runtime"]
+    rows = [("python", f"{report['python']} ({report['platform']})")]
+    if report.get("jetson"):
+        rows.append(("jetson", report["jetson"]))
+    rows += [(name, v or "-") for name, v in report["packages"].items()]
+    rows.append(("gpu", gpu_line))
     if report.get("onnxruntime_providers"):
-        lines.append(f"ort EPs     {', '.join(report['onnxruntime_providers'])}")
+        rows.append(("ort EPs", ", ".join(report["onnxruntime_providers"])))
+    width = max(len(name) for name, _ in rows) + 2
+    lines = [f"{name:<{width}}{value}" for name, value in rows]
     lines.append("backends:")
-    for name, status in report["backends"].items():
-        lines.append(f"  {name:<12}{status}")
+    bwidth = max(len(name) for name in report["backends"]) + 2
+    lines += [f"  {name:<{bwidth}}{status}" for name, status in report["backends"].items()]
     return "\n".join(lines)

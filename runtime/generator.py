@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from swiftbrush_runtime import backends as _backends
-from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
+from swiftbrush_runtime.errors import InvalidArgumentError
 from swiftbrush_runtime.manifest import read_manifest
 from swiftbrush_runtime.onestep import MAX_SIDE, read_onestep
 from swiftbrush_runtime.tokenizer import ClipTokenizer
@@ -33,15 +33,6 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("onnx", "engine", "student")
 BACKEND_CHOICES = ("auto", *_backends.BACKENDS)
-
-
-def _fix_for(kind: str, backend: str, path: Path) -> str:
-    if backend in ("tensorrt", "tensorrt-rtx") and kind == "onnx":
-        flag = " --backend tensorrt-rtx" if backend == "tensorrt-rtx" else ""
-        return f"build engines first: swiftbrush export engine --onnx {path} --out {path}-engine{flag}"
-    if kind == "student" and backend in ("onnxruntime", "tensorrt", "tensorrt-rtx"):
-        return f"export it first: swiftbrush export onnx --student {path} --out {path}-onnx"
-    return f"use --backend {_backends.BACKEND_OF[kind]}"
 
 
 class Generator:
@@ -83,16 +74,7 @@ class Generator:
         if backend not in BACKEND_CHOICES:
             raise InvalidArgumentError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
         manifest = read_manifest(path, KINDS, verify=verify)
-        kind = manifest["kind"]
-        chosen = _backends.default_backend(manifest) if backend == "auto" else backend
-        if _backends.KIND_OF[chosen] != kind:
-            raise InvalidModelError(f"{path} is an {kind} directory, which the {chosen} backend cannot run; {_fix_for(kind, chosen, path)}")
-        if kind == "engine" and chosen != _backends.default_backend(manifest):
-            built = _backends.default_backend(manifest)
-            raise InvalidModelError(
-                f"{path} holds {built} engines, which the {chosen} backend cannot run; run it with --backend {built}, "
-                f"or build {chosen} engines: swiftbrush export engine --backend {chosen} ..."
-            )
+        chosen = _backends.backend_for(manifest, backend, path)
         return cls(path, manifest, _backends.create(chosen, path, manifest, device=device, **options), cache_size=cache_size)
 
     # --- the pipeline ----------------------------------------------------------

@@ -51,3 +51,43 @@ def labelled_grid(
             tile = Image.fromarray(img).resize((tw, th), Image.Resampling.NEAREST)
             grid.paste(tile, (left + j * (tw + 2), y))
     return grid
+
+
+def prompt_grid(images: Sequence[np.ndarray], prompts: Sequence[str], columns: int = 8, scale: int = 1, min_width: int = 124) -> Image.Image:
+    """uint8 HxWx3 images in rows of `columns`, each with its prompt under it (two lines, cut to fit).
+
+    What generate's and distill's sample grids show: which prompt made which tile.
+    """
+    if len(images) != len(prompts):
+        raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+    font = ImageFont.load_default()
+    h, w = images[0].shape[:2]
+    th, tw = h * scale, w * scale
+    cell_w = max(tw, min_width)  # a toy tile is narrower than its caption
+    per_line = (cell_w - 4) // 6  # the default font's characters are about 6 px wide
+    caption = 26
+    cols = max(1, min(columns, len(images)))
+    rows = (len(images) + cols - 1) // cols
+    grid = Image.new("RGB", (cols * (cell_w + 2), rows * (th + caption + 2)), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for i, (img, text) in enumerate(zip(images, prompts)):
+        r, c = divmod(i, cols)
+        x, y = c * (cell_w + 2), r * (th + caption + 2)
+        grid.paste(Image.fromarray(img).resize((tw, th), Image.Resampling.NEAREST), (x + (cell_w - tw) // 2, y))
+        for k, line in enumerate(_two_lines(text or "(empty prompt)", per_line)):
+            draw.text((x + 2, y + th + 2 + 12 * k), line, fill=(0, 0, 0), font=font)
+    return grid
+
+
+def _two_lines(text: str, width: int) -> list[str]:
+    """Word-wrap into at most two lines of `width` characters, the second cut with an ellipsis."""
+    lines: list[str] = [""]
+    for word in text.split():
+        if len(lines[-1]) + len(word) + (1 if lines[-1] else 0) <= width or not lines[-1]:
+            lines[-1] = f"{lines[-1]} {word}".strip()
+        elif len(lines) < 2:
+            lines.append(word)
+        else:
+            lines[-1] = lines[-1][: width - 3] + "..."
+            break
+    return [line if len(line) <= width else line[: width - 3] + "..." for line in lines]

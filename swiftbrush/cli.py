@@ -17,12 +17,36 @@ from pathlib import Path
 
 import click
 
-from swiftbrush_runtime.commands import prepare_out_dir
+from swiftbrush_runtime.cli_options import Integer, needs_extra, probe_output_file, write_text_output
 from swiftbrush_runtime.errors import SwiftBrushError
+from swiftbrush_runtime.prompts import RULES as PROMPT_RULES
+
+# distill's options whose defaults come from the preset, and the config field each sets.
+PRESET_OPTIONS = {
+    "--max-steps": "max_steps", "--batch-size": "batch_size", "--checkpoint-every": "checkpoint_every", "--seed": "seed",
+    "--guidance-scale": "guidance_scale", "--lora-rank": "lora_rank", "--student-lr": "student_lr", "--lora-lr": "lora_lr",
+    "--lora-updates": "lora_updates", "--mixed-precision": "mixed_precision", "--gradient-checkpointing": "gradient_checkpointing",
+}  # fmt: skip
+
+
+class _PresetDefaults(click.Command):
+    """distill's --help ends with each preset's defaults (read from the presets, so it cannot drift)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from swiftbrush.config import PRESETS
+
+        names = list(PRESETS)
+        rows = [("option", *names)] + [(flag, *(str(getattr(PRESETS[n], field)) for n in names)) for flag, field in PRESET_OPTIONS.items()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        formatter.write_paragraph()
+        formatter.write_text("Defaults per --preset (an option given on the command line wins):")
+        for row in rows:
+            formatter.write("  " + "".join(f"{cell:<{w + 2}}" for cell, w in zip(row, widths)).rstrip() + "\n")
+        super().format_epilog(ctx, formatter)
 
 
 class _Group(click.Group):
-    """Turns the project's typed errors into one stderr line and exit status 2."""
+    """Turns the project's typed errors and click's usage errors into one stderr line and exit status 2."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -30,6 +54,9 @@ class _Group(click.Group):
         except SwiftBrushError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except click.ClickException as e:  # a missing option, a value outside a Choice: click's own message, without the usage block
+            click.echo(f"error: {(e.format_message().strip().splitlines() or [type(e).__name__])[0]}", err=True)
+            sys.exit(e.exit_code)
         except OSError as e:  # a full disk, a path that vanished mid-run: one line naming the file, not a traceback
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
@@ -49,46 +76,53 @@ def cli() -> None:
 
 @cli.command("eval")
 @click.option("--model", required=True, help="A teacher or student folder, or 'toy-teacher'.")
-@click.option("--steps", type=click.IntRange(1, 1000), default=25, show_default=True, help="Sampling steps (DDIM, trailing spacing) for a teacher.")
+@click.option("--steps", type=Integer(1, 1000), default=25, show_default=True, help="Sampling steps (DDIM, trailing spacing) for a teacher.")
 @click.option("--guidance-scale", type=float, default=None, help="CFG scale; default: the toy preset's scale for the toy teacher, 4.5 otherwise.")
-@click.option("--per-caption", type=click.IntRange(1, 1000), default=8, show_default=True, help="Images per toy caption.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed, 0..4294967295.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the scores here.")
+@click.option("--per-caption", type=Integer(1, 1000), default=8, show_default=True, help="Images per toy caption.")
+@click.option("--seed", type=Integer(), default=0, show_default=True, help="Sampling seed, 0..4294967295.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the scores here (checked before the sampling).")
+@needs_extra("train")
 def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: int, seed: int, json_path: Path | None) -> None:
-    """Score a model on the toy world: alignment and FD over the full caption grid."""
+    """Score a model on the toy world: alignment and FD over the full caption grid.
+
+    A progress bar goes to stderr; stdout is the scores as JSON.
+    """
+    if json_path is not None:  # checked before the sampling, so the scores are not lost at the end
+        probe_output_file(json_path, "--json")
     from swiftbrush.evaluate import evaluate_model
 
-    if json_path is not None:  # checked before the sampling, so the scores are not lost at the end
-        prepare_out_dir(json_path.parent, "--json's folder")
-    result = evaluate_model(model, steps=steps, guidance_scale=guidance_scale, per_caption=per_caption, seed=seed)
+    result = evaluate_model(model, steps=steps, guidance_scale=guidance_scale, per_caption=per_caption, seed=seed, progress=True)
     text = json.dumps(result, indent=2)
     click.echo(text)
     if json_path is not None:
-        json_path.write_text(text + "\n")
+        write_text_output(json_path, text)
 
 
-@cli.command("distill")
+@cli.command("distill", cls=_PresetDefaults)
 @click.option("--teacher", required=True, help="Teacher: a diffusers folder, a hub id, or 'toy'.")
-@click.option("--prompts", required=True, help="Prompts: a .txt (one per line), .jsonl or .json file, or 'toy'.")
+@click.option("--prompts", required=True, help=f"'toy' (the toy caption grid), or a prompt file: {PROMPT_RULES}.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder; the student is written to OUT/student.")
 @click.option("--preset", default=None, help="sd21-base, sd15, sd-turbo or toy (default: from the teacher).")
 @click.option("--student-init", default=None,
               help="Start the student from this UNet instead of the teacher's (SwiftBrush v2: stabilityai/sd-turbo for an SD 2.1-base "
                    "teacher): a pipeline folder, a student folder, a hub id or a UNet folder of the teacher's architecture.")  # fmt: skip
-@click.option("--max-steps", type=int, default=None, help="Training steps.")
-@click.option("--batch-size", type=int, default=None, help="Prompts per process per step.")
-@click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints.")
+@click.option("--max-steps", type=Integer(), default=None, help="Training steps (default: the preset's, see below).")
+@click.option("--batch-size", type=Integer(), default=None,
+              help="Prompts per process per training step (default: the preset's); not export's or bench's --batch, the images per inference call.")
+@click.option("--checkpoint-every", type=Integer(), default=None, help="Steps between checkpoints (default: the preset's).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Start over in an existing --out (its run files are removed).")
-@click.option("--seed", type=int, default=None)
-@click.option("--guidance-scale", type=float, default=None, help="CFG scale of both teacher and LoRA predictions.")
-@click.option("--lora-rank", type=int, default=None)
-@click.option("--student-lr", type=float, default=None)
-@click.option("--lora-lr", type=float, default=None)
-@click.option("--lora-updates", type=int, default=None, help="LoRA-teacher updates per student update (paper: 1).")
-@click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default=None)
-@click.option("--gradient-checkpointing", is_flag=True, default=None, help="Trade compute for memory in both UNets.")
+@click.option("--seed", type=Integer(), default=None, help="Seed of everything random in the run, 0..4294967295 (default: the preset's).")
+@click.option("--guidance-scale", type=float, default=None, help="CFG scale of both teacher and LoRA predictions (default: the preset's).")
+@click.option("--lora-rank", type=Integer(), default=None, help="Rank of the LoRA teacher's adapters (default: the preset's).")
+@click.option("--student-lr", type=float, default=None, help="Adam learning rate of the student (default: the preset's).")
+@click.option("--lora-lr", type=float, default=None, help="Adam learning rate of the LoRA teacher (default: the preset's).")
+@click.option("--lora-updates", type=Integer(), default=None, help="LoRA-teacher updates per student update (paper: 1; default: the preset's).")
+@click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default=None,
+              help="Autocast precision of the UNets; the VAE stays fp32 (default: the preset's; fp16/bf16 need a GPU).")
+@click.option("--gradient-checkpointing", is_flag=True, default=None, help="Trade compute for memory in both UNets (default: the preset's).")
 @click.option("--sds", is_flag=True, default=None, help="Ablation: SDS (no LoRA teacher) instead of VSD.")
+@needs_extra("train")
 def distill_cmd(teacher: str, prompts: str, out: Path, preset: str | None, resume: bool, overwrite: bool, guidance_scale: float | None, **overrides) -> None:
     """Distill a teacher into a one-step student (SwiftBrush VSD), no images needed.
 
@@ -99,11 +133,8 @@ def distill_cmd(teacher: str, prompts: str, out: Path, preset: str | None, resum
     from swiftbrush.launch import relaunch_as_accelerate_cpu_ranks
 
     relaunch_as_accelerate_cpu_ranks()  # `accelerate launch --cpu --num_processes N` starts N ranks
-    try:
-        from swiftbrush.config import build_config
-        from swiftbrush.train import distill
-    except ModuleNotFoundError as e:
-        raise ImportError(f"swiftbrush distill needs the training extra ({e.name} is missing): pip install 'swiftbrush[train]'") from None
+    from swiftbrush.config import build_config
+    from swiftbrush.train import distill
 
     config = build_config(preset, teacher, guidance_scale=guidance_scale, lora_guidance_scale=guidance_scale, **overrides)
     student = distill(teacher, prompts, out, config, resume=resume, overwrite=overwrite)
@@ -112,8 +143,10 @@ def distill_cmd(teacher: str, prompts: str, out: Path, preset: str | None, resum
 
 
 @cli.command("demo")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"), show_default=True)
-@click.option("--per-caption", type=click.IntRange(2, 100), default=8, show_default=True, help="Images per caption for the scores.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"), show_default=True,
+              help="Folder for report.json, grid.png and every stage's output (student/, onnx/, distill/).")
+@click.option("--per-caption", type=Integer(2, 100), default=8, show_default=True, help="Images per caption for the scores.")
+@needs_extra("train", "export")  # the demo distills, then exports to ONNX
 def demo_cmd(out: Path, per_caption: int) -> None:
     """Run the whole chain on the toy world and write report.json and grid.png."""
     from swiftbrush.demo import run_demo

@@ -13,9 +13,10 @@ with onestep.json) are sampled in one UNet call.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from swiftbrush.toy.grammar import all_captions
 from swiftbrush.toy.models import TOY_GUIDANCE_SCALE
 
 SD_GUIDANCE_SCALE = 4.5  # SwiftBrush's CFG for SD teachers
+TEACHER_BATCH = 144  # prompts per teacher pipeline call (each batch is seeded by its offset)
 
 
 def default_guidance_scale(source: str) -> float:
@@ -38,9 +40,10 @@ def sample_teacher(
     steps: int,
     guidance_scale: float,
     seed: int = 0,
-    batch_size: int = 144,
+    batch_size: int = TEACHER_BATCH,
+    progress: Callable[[int], Any] | None = None,
 ) -> np.ndarray:
-    """uint8 NxHxWx3 images from the teacher with DDIM (trailing spacing) and CFG."""
+    """uint8 NxHxWx3 images from the teacher with DDIM (trailing spacing) and CFG; `progress(1)` after each step of a batch."""
     import torch
     from diffusers import DDIMScheduler
 
@@ -48,6 +51,12 @@ def sample_teacher(
     pipe = teacher.pipeline(scheduler)
     pipe.set_progress_bar_config(disable=True)
     out = []
+
+    def step_done(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if progress is not None:
+            progress(1)
+        return kwargs
+
     for i in range(0, len(prompts), batch_size):
         generator = torch.Generator().manual_seed(seed + i)
         images = pipe(
@@ -56,6 +65,7 @@ def sample_teacher(
             guidance_scale=guidance_scale,
             generator=generator,
             output_type="np",
+            callback_on_step_end=step_done,
         ).images
         out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
     return np.concatenate(out)
@@ -81,27 +91,39 @@ def evaluate_model(
     guidance_scale: float | None = None,
     per_caption: int = 8,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Sample `per_caption` images for each toy caption and score them."""
+    """Sample `per_caption` images for each toy caption and score them; `progress` shows a bar on stderr."""
+    from tqdm.auto import tqdm
+
     from swiftbrush.toy.evaluator import Evaluator
+    from swiftbrush_runtime.manifest import read_manifest
 
     if not 0 <= seed <= MAX_SEED:
         raise InvalidArgumentError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
     prompts = toy_prompts(per_caption)
-    evaluator = Evaluator.load()
-    start = time.time()
     path = Path(model)
-    if model not in TOY_NAMES and (path / "onestep.json").is_file():
-        from swiftbrush.student import sample_student
-
-        images = sample_student(path, prompts, seed=seed)
-        info: dict[str, Any] = {"model": model, "kind": "student", "steps": 1}
+    student = model not in TOY_NAMES and (path / "onestep.json").is_file()
+    if student:
+        read_manifest(path, "student", verify=True)  # the check generate and export make: changed files are refused
     else:
-        teacher = load_teacher(model)
         scale = default_guidance_scale(model) if guidance_scale is None else guidance_scale
         if not 0 <= scale < math.inf:  # also refuses nan
             raise InvalidArgumentError(f"--guidance-scale must be a finite number >= 0, got {scale}")
-        images = sample_teacher(teacher, prompts, steps=steps, guidance_scale=scale, seed=seed)
+    evaluator = Evaluator.load()
+    start = time.time()
+    if student:
+        from swiftbrush.student import sample_student
+
+        with tqdm(total=len(prompts), desc="sampling", unit="img", file=sys.stderr, disable=not progress) as bar:
+            images = sample_student(path, prompts, seed=seed, progress=bar.update)
+        info: dict[str, Any] = {"model": model, "kind": "student", "steps": 1}
+    else:
+        teacher = load_teacher(model)
+        calls = math.ceil(len(prompts) / TEACHER_BATCH) * steps
+        desc = f"sampling {len(prompts)} images, {steps} steps each"
+        with tqdm(total=calls, desc=desc, unit="step", file=sys.stderr, disable=not progress) as bar:
+            images = sample_teacher(teacher, prompts, steps=steps, guidance_scale=scale, seed=seed, batch_size=TEACHER_BATCH, progress=bar.update)
         info = {"model": model, "kind": "teacher", "steps": steps, "guidance_scale": scale}
     seconds = time.time() - start
     scores = evaluator.score(images, prompts)

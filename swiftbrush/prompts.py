@@ -4,9 +4,11 @@
     swiftbrush distill --prompts prompts.txt ...    # one prompt per line
     swiftbrush distill --prompts prompts.jsonl ...  # {"prompt": ...} or {"caption": ...} per line
     swiftbrush distill --prompts prompts.json ...   # a list of strings or of such objects
+    swiftbrush distill --prompts - ...              # stdin, one prompt per line (one process)
 
-SwiftBrush needs no images, only prompts. The text encoder runs once per prompt:
-the embeddings are written as safetensors shards under the run's cache folder
+Files are read by swiftbrush_runtime.prompts, the reader `generate` uses too (the
+same BOM, blank-line and UTF-8 rules). SwiftBrush needs no images, only prompts.
+The text encoder runs once per prompt: the embeddings are written as safetensors shards under the run's cache folder
 and read back by index at every step, together with the empty-prompt embedding
 that classifier-free guidance and the LoRA teacher's empty-prompt batches use.
 """
@@ -17,116 +19,27 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from swiftbrush.errors import InvalidArgumentError
+from swiftbrush_runtime.prompts import STDIN, PromptSet, read_prompts
 
 logger = logging.getLogger(__name__)
 
-SUFFIXES = (".txt", ".jsonl", ".json")
-FIELDS = ("prompt", "caption")
 SHARD_SIZE = 4096  # prompts per safetensors shard
 PRELOAD_BYTES = 1 << 30  # caches smaller than this are held in memory
 
 
-@dataclass
-class PromptSet:
-    """The prompts of a run and what was dropped while reading them."""
-
-    prompts: list[str]
-    source: str
-    skipped_non_utf8: int = 0  # lines that were not valid UTF-8
-    skipped_blank: int = 0  # empty or whitespace-only prompts
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    def digest(self) -> str:
-        return hashlib.sha256("\n".join(self.prompts).encode()).hexdigest()
-
-
 def load_prompts(source: str | Path) -> PromptSet:
-    """Read prompts from `toy` or a .txt/.jsonl/.json file; raise InvalidArgumentError on a bad file."""
+    """`toy` (the caption grid) or a prompt file read by the runtime's one reader; InvalidArgumentError on a bad file."""
     if str(source) == "toy":
         from swiftbrush.toy.grammar import all_captions
 
         return PromptSet([c.text for c in all_captions()], "toy")
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise InvalidArgumentError(f"--prompts {path} does not exist; pass a .txt, .jsonl or .json file, or 'toy'")
-    if path.is_dir():
-        raise InvalidArgumentError(f"--prompts {path} is a directory; pass a .txt, .jsonl or .json file, or 'toy'")
-    if path.suffix.lower() not in SUFFIXES:
-        raise InvalidArgumentError(f"--prompts {path} has suffix {path.suffix!r}; supported are {', '.join(SUFFIXES)} (or 'toy')")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InvalidArgumentError(f"--prompts {path} cannot be read ({e.strerror or e})") from None
-
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        items, bad = _read_json(path, raw), 0
-    else:
-        lines, bad = _utf8_lines(raw)
-        items = [text if suffix == ".txt" else _jsonl_item(path, n, text) for n, text in lines]
-    prompts = [p.strip() for p in items if p is not None]
-    kept = [p for p in prompts if p]
-    result = PromptSet(kept, str(path), skipped_non_utf8=bad, skipped_blank=len(prompts) - len(kept))
-    if bad:
-        logger.warning("%s: skipped %d line(s) that are not valid UTF-8", path, bad)
-    if not kept:
-        raise InvalidArgumentError(f"--prompts {path} holds no prompts (empty file, or only blank/unreadable lines)")
-    return result
-
-
-def _utf8_lines(raw: bytes) -> tuple[list[tuple[int, str]], int]:
-    """(line number, text) per UTF-8 line; lines that are not UTF-8 are skipped and counted."""
-    out: list[tuple[int, str]] = []
-    bad = 0
-    for number, chunk in enumerate(raw.split(b"\n"), start=1):
-        try:
-            text = chunk.decode("utf-8").rstrip("\r")
-        except UnicodeDecodeError:
-            bad += 1
-            continue
-        out.append((number, text))
-    return out, bad
-
-
-def _read_json(path: Path, raw: bytes) -> list[str | None]:
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InvalidArgumentError(f"--prompts {path} is not UTF-8; save it as UTF-8") from None
-    except json.JSONDecodeError as e:
-        raise InvalidArgumentError(f"--prompts {path} is not valid JSON ({e})") from None
-    if isinstance(data, dict):
-        data = data.get("prompts", data.get("captions"))
-    if not isinstance(data, list):
-        raise InvalidArgumentError(f"--prompts {path} must hold a JSON list of strings or of objects with a 'prompt' or 'caption' field")
-    return [_field(path, i, item) for i, item in enumerate(data)]
-
-
-def _jsonl_item(path: Path, number: int, line: str) -> str | None:
-    if not line.strip():
-        return None
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise InvalidArgumentError(f"--prompts {path} line {number} is not valid JSON ({e.msg})") from None
-    return _field(path, number, item, what="line")
-
-
-def _field(path: Path, where: int, item: Any, what: str = "item") -> str:
-    if isinstance(item, str):
-        return item
-    if isinstance(item, dict):
-        for name in FIELDS:
-            if isinstance(item.get(name), str):
-                return item[name]
-    raise InvalidArgumentError(f"--prompts {path} {what} {where} has no string 'prompt' or 'caption' field")
+    if str(source) == STDIN and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # only one rank would get the text
+        raise InvalidArgumentError("--prompts - (stdin) reaches one process only; save the prompts to a file for a multi-process run")
+    return read_prompts(source)
 
 
 # ------------------------------------------------------------------ embeddings

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -190,11 +190,13 @@ class OneStepPipeline(DiffusionPipeline):
 
 
 
-def sample_student(student: str | Path | Any, prompts: Sequence[str], seed: int = 0, batch_size: int = 64) -> np.ndarray:
+def sample_student(
+    student: str | Path | Any, prompts: Sequence[str], seed: int = 0, batch_size: int = 64, progress: Callable[[int], Any] | None = None
+) -> np.ndarray:
     """uint8 NxHxWx3 images, one per prompt, from a student directory or a loaded OneStepPipeline.
 
     The noise for all N images is drawn at once from `seed` (numpy), so a prompt's
-    image does not depend on the batch size.
+    image does not depend on the batch size. `progress` is called with each batch's image count.
     """
     pipe = OneStepPipeline.from_pretrained(student) if isinstance(student, (str, Path)) else student
     cfg = pipe.onestep
@@ -207,6 +209,8 @@ def sample_student(student: str | Path | Any, prompts: Sequence[str], seed: int 
             emb = encode_text(pipe.tokenizer, pipe.text_encoder, prompts[i : i + batch_size]).to(device)
             x0 = one_step_x0(pipe.unet, noise[i : i + batch_size].to(device), emb, int(cfg["timestep"]), float(cfg["alpha_T"]), cfg.get("prediction_type", "epsilon"))
             out.append(decode_to_uint8(pipe.vae, x0, float(cfg["scaling_factor"])))
+            if progress is not None:
+                progress(len(out[-1]))
     return np.concatenate(out)
 
 

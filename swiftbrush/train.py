@@ -48,7 +48,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -480,7 +480,7 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
         if main:
             log.draw_curve()
             if config.sample_prompts:
-                _sample_grid(accelerator.unwrap_model(student), ema, teacher, embeddings, min(config.sample_prompts, len(embeddings)), config.seed,
+                _sample_grid(accelerator.unwrap_model(student), ema, teacher, embeddings, prompt_set.prompts[: config.sample_prompts], config.seed,
                              out / "samples" / f"step-{step:06d}.png")  # fmt: skip
 
     # 9. The loop.
@@ -639,12 +639,12 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 @torch.no_grad()
-def _sample_grid(student: Any, ema: Any, teacher: Any, embeddings: Any, count: int, seed: int, path: Path) -> None:
-    """The EMA student's images for the first `count` prompts, fixed noise, as one PNG grid."""
-    from PIL import Image
-
+def _sample_grid(student: Any, ema: Any, teacher: Any, embeddings: Any, prompts: Sequence[str], seed: int, path: Path) -> None:
+    """The EMA student's images for the first prompts, fixed noise, as one PNG grid with each prompt under its image."""
     from swiftbrush.student import decode_to_uint8, initial_latents, one_step_x0
+    from swiftbrush_runtime.images import prompt_grid
 
+    count = len(prompts)
     size = int(student.config.sample_size)
     latents = torch.from_numpy(initial_latents(seed, count, int(student.config.in_channels), size, size))
     device = next(student.parameters()).device
@@ -663,20 +663,10 @@ def _sample_grid(student: Any, ema: Any, teacher: Any, embeddings: Any, count: i
         student.train(was_training)
     finally:
         ema.restore(params)
-    grid = make_grid(np.concatenate(images))
+    arrays = np.concatenate(images)
+    grid = prompt_grid(list(arrays), list(prompts), scale=max(1, 128 // arrays.shape[1]))  # small toy images are enlarged
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
-
-
-def make_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
-    n, h, w, c = images.shape
-    columns = min(columns, n)
-    rows = math.ceil(n / columns)
-    grid = np.zeros((rows * h, columns * w, c), dtype=images.dtype)
-    for i, image in enumerate(images):
-        r, q = divmod(i, columns)
-        grid[r * h : (r + 1) * h, q * w : (q + 1) * w] = image
-    return grid
+    grid.save(path)
 
 
 class RunLog:
@@ -715,7 +705,7 @@ class RunLog:
 
 
 def draw_curves(series: dict[str, list[tuple[float, float]]], path: Path, size: tuple[int, int] = (640, 360)) -> None:
-    """Loss curves with Pillow: one panel per series (each on its own log-y scale), step on x."""
+    """Loss curves with Pillow: one panel per series (each on its own log-y scale), step on x, ticks labelled on both axes."""
     from PIL import Image, ImageDraw
 
     colours = [(200, 40, 40), (40, 90, 200), (40, 150, 60)]
@@ -725,18 +715,41 @@ def draw_curves(series: dict[str, list[tuple[float, float]]], path: Path, size: 
     draw = ImageDraw.Draw(image)
     for i, (name, points) in enumerate(series.items()):
         top = i * height
-        left, right, bottom, upper = 60, width - 10, top + height - 25, top + 20
+        left, right, bottom, upper = 70, width - 15, top + height - 40, top + 22
         xs = [p[0] for p in points]
         ys = [math.log10(max(p[1], 1e-12)) for p in points]
         x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
         y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+
+        def px(x: float) -> float:
+            return left + (x - x0) / (x1 - x0) * (right - left)
+
+        def py(y: float) -> float:
+            return bottom - (y - y0) / (y1 - y0) * (bottom - upper)
+
         draw.rectangle([left, upper, right, bottom], outline=(160, 160, 160))
-        draw.text((left, top + 4), f"{name} (log10 {y0:.2f} .. {y1:.2f})", fill=(0, 0, 0))
-        draw.text((left, bottom + 6), f"step {int(x0)} .. {int(x1)}", fill=(0, 0, 0))
-        line = [(left + (x - x0) / (x1 - x0) * (right - left), bottom - (y - y0) / (y1 - y0) * (bottom - upper)) for x, y in zip(xs, ys)]
+        draw.text((left, top + 4), f"{name} loss (log scale)", fill=(0, 0, 0))
+        for x in _nice_ticks(x0, x1):
+            draw.line([(px(x), bottom), (px(x), bottom + 4)], fill=(0, 0, 0))
+            draw.text((px(x) - 3 * len(f"{x:g}"), bottom + 6), f"{x:g}", fill=(0, 0, 0))
+        draw.text(((left + right) // 2 - 12, bottom + 20), "step", fill=(0, 0, 0))
+        for k in range(5):  # evenly spaced on the log axis, labelled with the loss itself
+            y = y0 + (y1 - y0) * k / 4
+            draw.line([(left - 4, py(y)), (left, py(y))], fill=(0, 0, 0))
+            draw.text((4, py(y) - 6), f"{10 ** y:.3g}", fill=(0, 0, 0))
+        line = [(px(x), py(y)) for x, y in zip(xs, ys)]
         if len(line) > 1:
             draw.line(line, fill=colours[i % len(colours)], width=2)
         else:
             draw.ellipse([line[0][0] - 2, line[0][1] - 2, line[0][0] + 2, line[0][1] + 2], fill=colours[i % len(colours)])
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
+
+
+def _nice_ticks(low: float, high: float, count: int = 6) -> list[float]:
+    """Round tick values (1, 2 or 5 times a power of ten apart) between low and high."""
+    raw = (high - low) / count
+    power = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step) * step
+    return [first + k * step for k in range(int((high - first) / step + 1e-9) + 1)]

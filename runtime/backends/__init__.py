@@ -16,6 +16,7 @@ BACKENDS = ("onnxruntime", "tensorrt", "tensorrt-rtx", "torch")
 KIND_OF = {"onnxruntime": "onnx", "tensorrt": "engine", "tensorrt-rtx": "engine", "torch": "student"}
 # The default backend of each kind; an engine directory's manifest names its own (tensorrt or tensorrt-rtx).
 BACKEND_OF = {"onnx": "onnxruntime", "engine": "tensorrt", "student": "torch"}
+A_KIND = {"onnx": "an ONNX", "engine": "an engine", "student": "a student"}  # for messages: "{path} is a student directory"
 
 
 def default_backend(manifest: dict) -> str:
@@ -40,7 +41,37 @@ def decoder_graph(manifest: dict, decoder: str | None) -> str:
     return DECODER_GRAPHS[choice]
 
 
-__all__ = ["DECODER_GRAPHS", "decoder_graph", "default_backend", "BACKENDS", "BACKEND_OF", "KIND_OF", "Backend", "BackendUnavailableError", "create"]
+def backend_for(manifest: dict, backend: str, path) -> str:
+    """The backend that runs a folder: its own for "auto"; one that reads another kind (or engines of the other TensorRT) is refused.
+
+    The one rule of `generate`, `bench` and `Generator.load`: the folder given is the folder
+    run, and a mismatch names the command that makes the folder the backend needs.
+    """
+    from swiftbrush_runtime.errors import InvalidModelError
+
+    kind = manifest["kind"]
+    own = default_backend(manifest)
+    chosen = own if backend == "auto" else backend
+    if KIND_OF[chosen] != kind:
+        raise InvalidModelError(f"{path} is {A_KIND[kind]} directory, which the {chosen} backend cannot run; {_fix_for(kind, chosen, path)}")
+    if kind == "engine" and chosen != own:
+        raise InvalidModelError(
+            f"{path} holds {own} engines, which the {chosen} backend cannot run; run it with --backend {own}, "
+            f"or build {chosen} engines: swiftbrush export engine --backend {chosen} ..."
+        )
+    return chosen
+
+
+def _fix_for(kind: str, backend: str, path) -> str:
+    if backend in ("tensorrt", "tensorrt-rtx") and kind == "onnx":
+        flag = " --backend tensorrt-rtx" if backend == "tensorrt-rtx" else ""
+        return f"build engines first: swiftbrush export engine --onnx {path} --out {path}-engine{flag}"
+    if kind == "student" and backend in ("onnxruntime", "tensorrt", "tensorrt-rtx"):
+        return f"export it first: swiftbrush export onnx --student {path} --out {path}-onnx"
+    return f"use --backend {BACKEND_OF[kind]}"
+
+
+__all__ = ["A_KIND", "DECODER_GRAPHS", "decoder_graph", "default_backend", "backend_for", "BACKENDS", "BACKEND_OF", "KIND_OF", "Backend", "BackendUnavailableError", "create"]
 
 
 def create(backend: str, path, manifest: dict, **options) -> Backend:

@@ -26,7 +26,7 @@ def _one_line_exit_2(result) -> str:
 
 def test_generate_writes_pngs(onnx_fp32: Path, tmp_path: Path):
     prompts = tmp_path / "p.txt"
-    prompts.write_text("a red circle on a blue background\n\ngreen square\n\n")
+    prompts.write_text("a red circle on a blue background\n\ngreen square\nblue\n\n")  # blank lines are skipped
     r = _invoke("generate", "--model", str(onnx_fp32), "--prompts", str(prompts), "--seed", "4", "--out", str(tmp_path / "out"))
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in (tmp_path / "out").iterdir())

@@ -22,7 +22,7 @@ def test_txt_one_per_line_blank_lines_dropped(tmp_path):
     f = tmp_path / "p.txt"
     f.write_text("a cat\n\n  a dog  \r\n\n")
     ps = load_prompts(f)
-    assert ps.prompts == ["a cat", "a dog"] and ps.skipped_blank == 3
+    assert ps.prompts == ["a cat", "a dog"] and ps.skipped_blank == 2
 
 
 def test_non_utf8_lines_are_skipped_and_counted(tmp_path):
@@ -53,7 +53,7 @@ def test_json_list_of_strings_or_objects(tmp_path):
         ("nofield.jsonl", b'{"text": "a cat"}\n', "line 1 has no string 'prompt' or 'caption'"),
         ("bad.json", b"{not json", "not valid JSON"),
         ("dict.json", b'{"a": 1}', "JSON list"),
-        ("p.csv", b"a cat\n", "supported are"),
+        ("nul.txt", b"a cat\x00\n", "not a text file"),
     ],
 )
 def test_bad_files_give_one_clear_error(tmp_path, name, content, words):
