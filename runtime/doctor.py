@@ -30,7 +30,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "click": ("click",),
     "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
     "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11"),
-    "cuda-python": ("cuda-python",),
+    "tensorrt-rtx": ("tensorrt-rtx-cu12-bindings", "tensorrt-rtx-cu12", "tensorrt-rtx"),
     "torch": ("torch",),
     "diffusers": ("diffusers",),
     "transformers": ("transformers",),
@@ -132,6 +132,23 @@ def doctor_report() -> dict[str, Any]:
             backends["tensorrt"] = f"ok (TensorRT {trt_version}, {gpu.get('name')} sm{gpu.get('compute_capability')}); build engines here with `swiftbrush export engine`"
     except Exception as e:  # the backend's own message: the one install hint
         backends["tensorrt"] = first_line(e)
+
+    try:
+        from swiftbrush_runtime import trt_compat
+        from swiftbrush_runtime.backends.trt import import_tensorrt_rtx
+
+        rtx = import_tensorrt_rtx()
+        rtx_version = str(getattr(rtx, "__version__", "?"))
+        archs = ", ".join(trt_compat.rtx_architectures(rtx))
+        if gpu["cuda_runtime"] != "ok":
+            backends["tensorrt-rtx"] = (
+                f"TensorRT for RTX {rtx_version} installed, no usable GPU to run on ({gpu['cuda_runtime']}); "
+                f"builds engines here ahead of time: swiftbrush export engine --backend tensorrt-rtx --arch ({archs})"
+            )
+        else:
+            backends["tensorrt-rtx"] = f"ok (TensorRT for RTX {rtx_version}, {gpu.get('name')} sm{gpu.get('compute_capability')}; builds for {archs})"
+    except Exception as e:
+        backends["tensorrt-rtx"] = first_line(e)
 
     torch_version = packages["torch"]
     if torch_version is None:
