@@ -40,7 +40,7 @@ def model_dir_for(backend: str, path: Path, follow_sources: bool = False) -> Pat
     path = Path(path)
     manifest = read_manifest(path, KINDS, verify=False)
     if not follow_sources:
-        _backends.backend_for(manifest["kind"], backend, path)
+        _backends.backend_for(manifest, backend, path)
         return path
     want = _backends.KIND_OF[backend]
     chain = [path]
