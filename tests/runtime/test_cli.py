@@ -97,7 +97,7 @@ def test_doctor():
     assert r.exit_code == 0, r.output
     report = json.loads(r.output)
     assert report["backends"]["onnxruntime"].startswith("ok")
-    assert set(report["backends"]) == {"onnxruntime", "tensorrt", "torch"}
+    assert set(report["backends"]) == {"onnxruntime", "tensorrt", "tensorrt-rtx", "torch"}
 
 
 def test_bench_compile_needs_the_torch_backend(onnx_fp32: Path):

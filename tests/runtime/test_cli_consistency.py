@@ -72,9 +72,9 @@ def test_help_texts():
     for flag, toy in (("--max-steps", "260"), ("--batch-size", "32"), ("--lora-rank", "16")):
         assert f"{flag} " in distill and toy in distill
     opset = " ".join(_invoke("export", "onnx", "--help").output.split())
-    assert "17 for TensorRT 8.6 and later" in opset and "16 for TensorRT 8.5" in opset  # as docs/JETSON.md's table says
+    assert "16 for jetpack5 (TensorRT 8.5" in opset and "else 17" in opset  # as docs/JETSON.md's table says
     jetson = (Path(__file__).parents[2] / "docs" / "JETSON.md").read_text()
-    assert "| 10.3 | 17 (default) |" in jetson and "`--opset 16`" in jetson
+    assert "| 10.3 | `--target jetpack6` (opset 17) |" in jetson and "`--target jetpack5` (opset 16" in jetson
     bench = _invoke("bench", "--help").output
     assert "--iters INTEGER" in bench and "--batch INTEGER" in bench
 

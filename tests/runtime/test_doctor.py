@@ -66,7 +66,7 @@ def test_doctor_imports_no_torch():
 def test_json_to_a_file_or_stdout(tmp_path: Path):
     r = CliRunner().invoke(cli, ["doctor", "--json", str(tmp_path / "d.json")])
     assert r.exit_code == 0 and r.stdout == "", r.output
-    assert set(json.loads((tmp_path / "d.json").read_text())["backends"]) == {"onnxruntime", "tensorrt", "torch"}
+    assert set(json.loads((tmp_path / "d.json").read_text())["backends"]) == {"onnxruntime", "tensorrt", "tensorrt-rtx", "torch"}
     r = CliRunner().invoke(cli, ["doctor", "--json"])
     assert r.exit_code == 0 and "swiftbrush" in json.loads(r.stdout)["packages"]
 
