@@ -102,7 +102,7 @@ def build_engines(
     onnx_dir, out = Path(onnx_dir), Path(out)
     if workspace_gb <= 0:
         raise InvalidArgumentError(f"--workspace-gb must be positive, got {workspace_gb}")
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite, kind="engine", inputs=(("--onnx", onnx_dir), ("--timing-cache", timing_cache)))
     onnx_manifest = read_manifest(onnx_dir, "onnx", verify=True)
     profiles, batch_range = engine_profiles(onnx_manifest, dynamic, batch)
     trt = import_tensorrt()
@@ -114,7 +114,7 @@ def build_engines(
     trt_logger = trt.Logger(trt.Logger.WARNING)
     cache_path = Path(timing_cache) if timing_cache else None
     started = time.perf_counter()
-    with atomic_dir(out, overwrite) as tmp:
+    with atomic_dir(out, overwrite, kind="engine") as tmp:
         engines: dict[str, Any] = {}
         cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
         for name in stages(onnx_manifest):

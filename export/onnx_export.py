@@ -91,7 +91,7 @@ def export_onnx(
     if decoder not in DECODERS:
         raise InvalidArgumentError(f"--decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     graphs.check_opset(opset)
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite, kind="onnx", inputs=(("--student", student), ("--taesd", None if str(taesd) == TOY_TAESD else taesd)))
     info = check_student_dir(student)
     one = info.onestep
     taesd_dir = None
@@ -119,7 +119,7 @@ def export_onnx(
     ]
     if taesd_dir is not None:
         specs.append(decoder_spec(shapes, one.latent_channels, name="taesd_decoder"))
-    with atomic_dir(out, overwrite) as tmp:
+    with atomic_dir(out, overwrite, kind="onnx") as tmp:
         with _quiet_tracing():
             _export_text_and_decoder(loaded, tmp, specs[0], specs[2], shapes, opset)
             _export_unet(loaded, tmp, specs[1], opset)
