@@ -88,6 +88,15 @@ def read_manifest(root: Path, kind: str | tuple[str, ...], verify: bool = True) 
     return manifest
 
 
+def relocate_source(root: Path, key: str, path: Path) -> None:
+    """Point root's manifest `source[key]` at `path`: the input was built elsewhere and moved there with it."""
+    manifest = read_json(Path(root) / MANIFEST)
+    manifest.setdefault("source", {})[key] = str(Path(path).resolve())
+    tmp = Path(root) / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, Path(root) / MANIFEST)
+
+
 # --------------------------------------------------------------------------- out folders
 #
 # The out-folder contract of every command that writes a folder (export onnx, export
