@@ -175,7 +175,7 @@ def resolve_out(out: Path | str, flag: str = "--out") -> Path:
     """
     if isinstance(out, str) and not out.strip():
         raise InvalidArgumentError(f"{flag} '' names no folder; pass one, e.g. {flag} out/images")
-    resolved = Path(out).expanduser().resolve()
+    resolved = Path(out).resolve()
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
         where = "is the current directory" if resolved == cwd else "holds the current directory"
@@ -185,11 +185,11 @@ def resolve_out(out: Path | str, flag: str = "--out") -> Path:
 
 def check_not_input(out: Path | str, inputs: Inputs, flag: str = "--out") -> None:
     """Refuse an output folder that is, holds or lies inside one of the command's inputs (symlinks resolved)."""
-    target = Path(out).expanduser().resolve()
+    target = Path(out).resolve()
     for name, path in inputs:
-        if path is None or str(path) == "" or not Path(path).expanduser().exists():
+        if path is None or str(path) == "" or not Path(path).exists():
             continue  # not a local path (a hub id, 'toy'): nothing on disk to protect
-        source = Path(path).expanduser().resolve()
+        source = Path(path).resolve()
         if target == source:
             relation = "is"
         elif target in source.parents:

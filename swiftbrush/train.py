@@ -250,10 +250,15 @@ def recognise_run(root: Path) -> str | None:
     """None if `root` is a distill run folder (a run.json and only a run's files), else why not."""
     if not (root / RUN_FILE).is_file():
         return f"it has no {RUN_FILE}"
+    rel = recognise_run_files(root)
+    return None if rel is None else f"it holds {rel}, which is not part of a run"
+
+
+def recognise_run_files(root: Path) -> str | None:
+    """The first file under root that no run writes (None if all are a run's: a killed run's leftovers)."""
     from swiftbrush_runtime.manifest import unlisted_file
 
-    rel = unlisted_file(root, (), lambda rel: bool(RUN_FILES.fullmatch(rel)))
-    return None if rel is None else f"it holds {rel}, which is not part of a run"
+    return unlisted_file(root, (), lambda rel: bool(RUN_FILES.fullmatch(rel)))
 
 
 def run_inputs(teacher: str, prompts: str, student_init: str | None) -> list[tuple[str, str | None]]:
@@ -389,6 +394,8 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     prompt_set = load_prompts(prompts_source)  # a bad prompts file fails before any model loads
     replacing = overwrite and target.is_dir() and any(target.iterdir())
     run_dir = target.parent / f".{target.name}.overwrite" if replacing else target
+    if replacing and run_dir.exists() and (foreign := recognise_run_files(run_dir)) is not None:  # cleared below only if a killed run left it
+        raise InvalidArgumentError(f"--overwrite trains in {run_dir}, which holds {foreign}; move it away and retry")
 
     # 1. Accelerator.
     # Several processes on a machine without CUDA (torchrun, `accelerate launch --multi_gpu`) train on
