@@ -44,7 +44,7 @@ def _has_entries(folder: str) -> bool:
 @click.option("--height", default=None, help="Image height in pixels (default: the export's; other sizes need a --dynamic export).")
 @click.option("--width", default=None, help="Image width in pixels (default: the export's).")
 @click.option("--decoder", default=None, help="vae or taesd (default: the directory's own; taesd needs an export made with --decoder taesd, or STUDENT/taesd).")
-@click.option("--out", required=True,
+@click.option("--out", metavar="DIR", required=True,
               help="A new or empty folder for 0000.png ... (written as each batch finishes), images.jsonl (file, prompt, seed, index "
                    "of each image) and grid.png (the first 64 images).")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is an earlier generate output (nothing else is replaced).")

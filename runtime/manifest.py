@@ -125,7 +125,8 @@ def unlisted_file(root: Path, listed: Iterable[str], allowed: Callable[[str], bo
     listed = set(listed)
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
-        for name in sorted(dirs):
+        dirs.sort()  # in place: os.walk then visits them in this order
+        for name in dirs:
             if (here / name).is_symlink():  # os.walk does not descend into it, so nothing under it is ours
                 return (here / name).relative_to(root).as_posix()
         for name in sorted(files):

@@ -70,7 +70,7 @@ def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: 
 @cli.command("distill")
 @click.option("--teacher", required=True, help="Teacher: a diffusers folder, a hub id, or 'toy'.")
 @click.option("--prompts", required=True, help="Prompts: a .txt (one per line), .jsonl or .json file, or 'toy'.")
-@click.option("--out", required=True, help="Run folder, new or empty (or the run to --resume); the student is written to OUT/student.")
+@click.option("--out", metavar="DIR", required=True, help="Run folder, new or empty (or the run to --resume); the student is written to OUT/student.")
 @click.option("--preset", default=None, help="sd21-base, sd15, sd-turbo or toy (default: from the teacher).")
 @click.option("--student-init", default=None,
               help="Start the student from this UNet instead of the teacher's (SwiftBrush v2: stabilityai/sd-turbo for an SD 2.1-base "
@@ -119,7 +119,7 @@ def distill_cmd(teacher: str, prompts: str, out: str, preset: str | None, resume
 
 
 @cli.command("demo")
-@click.option("--out", default="out/demo", show_default=True, help="A new or empty folder for report.json, grid.png and every stage's output.")
+@click.option("--out", metavar="DIR", default="out/demo", show_default=True, help="A new or empty folder for report.json, grid.png and every stage's output.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is an earlier demo output (nothing else is replaced).")
 @click.option("--per-caption", type=click.IntRange(2, 100), default=8, show_default=True, help="Images per caption for the scores.")
 def demo_cmd(out: str, overwrite: bool, per_caption: int) -> None:
