@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Tuple, Union
 
 from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
 
@@ -105,7 +105,7 @@ def relocate_source(root: Path, key: str, path: Path) -> None:
 # hold or lie inside an input; the new result is built beside the old one and swapped in
 # at the end, so an interrupted --overwrite leaves the previous result where it was.
 
-Inputs = Iterable[tuple[str, "Path | str | None"]]  # (flag, path) of what a command reads
+Inputs = Iterable[Tuple[str, Union[Path, str, None]]]  # (flag, path) of what a command reads (typing's: Python 3.8)
 
 
 @dataclass(frozen=True)
