@@ -225,3 +225,23 @@ def test_an_older_demo_without_a_manifest_is_recognised(tmp_path):
     assert recognise_demo(old) is None
     (old / "thesis.txt").write_text("x")
     assert "thesis.txt" in recognise_demo(old)
+
+
+@pytest.mark.skipif(not (Path(__file__).parents[2] / "swiftbrush" / "toy" / "assets" / "teacher" / "model_index.json").is_file(),
+                    reason="the trained toy teacher is not committed")  # fmt: skip
+def test_the_real_demo_stages_end_in_one_finished_folder(tmp_path, monkeypatch):
+    """Every stage at 2 distill steps (about 30 s): built in a sibling, then one folder marked as the demo's."""
+    from swiftbrush import config, demo
+    from swiftbrush_runtime.manifest import read_manifest
+
+    build = config.build_config
+    monkeypatch.setattr(config, "build_config", lambda *a, **k: build(*a, **{**k, "max_steps": 2, "batch_size": 4}))
+    out = tmp_path / "demo"
+    report = demo.run_demo(out, per_caption=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+    assert sorted(p.name for p in out.iterdir()) == ["distill", "grid.png", "manifest.json", "onnx", "report.json", "student"]
+    read_manifest(out, "demo", verify=True)
+    assert read_manifest(out / "onnx", "onnx")["source"]["student"] == str((out / "student").resolve())  # where the student is now
+    assert report["distill"]["run_dir"] == str(out.resolve() / "distill") and report["distill"]["steps"] == 2
+    with pytest.raises(InvalidArgumentError, match="pass --overwrite to replace it"):
+        demo.run_demo(out, per_caption=2)
