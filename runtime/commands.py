@@ -83,7 +83,7 @@ def _recorded_files(root: Path) -> set[str]:
     """The image files images.jsonl names (a line cut short by a kill is skipped)."""
     names = set()
     path = root / RECORD
-    for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []:
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
@@ -187,7 +187,7 @@ def _generate_into(folder: Path, final: Path, model: Path | str, prompts: Sequen
         used = gen.backend.name
         fields = {"model": model_path, "backend": used, "seed": seed, "count": len(prompts)}
         write_manifest(folder, "images", complete=False, **fields)
-        with open(folder / RECORD, "w") as record:
+        with open(folder / RECORD, "w", encoding="utf-8") as record:
             for start, arrays in itertools.chain([first], batches):
                 for k, image in enumerate(arrays):
                     name = image_name(start + k, len(prompts))

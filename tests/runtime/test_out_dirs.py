@@ -243,6 +243,7 @@ def test_generate_writes_each_batch_as_it_finishes_and_ctrl_c_keeps_them(onnx_fp
 
     out = tmp_path / "images"
     prompts = [f"prompt {i}" for i in range(7)]
+    prompts[1] = "grüner Kreis ✓"  # images.jsonl is UTF-8 whatever the locale
     seen = []
 
     def progress(n: int) -> None:
@@ -253,7 +254,8 @@ def test_generate_writes_each_batch_as_it_finishes_and_ctrl_c_keeps_them(onnx_fp
     with pytest.raises(KeyboardInterrupt):
         generate_to_dir(onnx_fp32, prompts, out, seed=1, progress=progress)  # onnx_fp32 takes 2 images a call
     assert seen == [["0000.png", "0001.png"], ["0000.png", "0001.png", "0002.png", "0003.png"]]
-    assert [json.loads(line)["file"] for line in (out / "images.jsonl").read_text().splitlines()] == ["0000.png", "0001.png", "0002.png", "0003.png"]
+    records = [json.loads(line) for line in (out / "images.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["file"] for r in records] == ["0000.png", "0001.png", "0002.png", "0003.png"] and records[1]["prompt"] == "grüner Kreis ✓"
     assert json.loads((out / "manifest.json").read_text())["complete"] is False and not (out / "grid.png").exists()
     kept = _snapshot(out)
 
