@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/swiftbrush demo --out out/demo
+	$(VENV)/bin/swiftbrush demo --out out/demo --overwrite
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

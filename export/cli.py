@@ -44,7 +44,7 @@ def export_group() -> None:
 @click.option("--fp32-layers", default=None,
               help="With --dtype fp16: layers kept fp32. auto (the default: the text encoder and the UNet's noise-carrying path, within 2/255 of fp32), "
                    "unet (only the UNet's path: half the text encoder's memory), none (fastest), or UNet node-name prefixes.")  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it is this command's own earlier output (its manifest says so); built beside it, swapped in at the end.")
 @needs_extra("train", "export")  # the student is read with diffusers, which [export] alone does not install
 def export_onnx_cmd(
     student: Path, out: Path, dtype: str, height: int | None, width: int | None, batch: int, dynamic: bool, target: str, opset: int | None,
@@ -84,7 +84,7 @@ def export_onnx_cmd(
 @click.option("--batch", type=Integer(min=1), default=None, help="Batch of a static engine (default: the ONNX's).")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None, help="tensorrt only: reuse and update this timing cache (a cache from another GPU or version is replaced).")
 @click.option("--workspace-gb", type=float, default=None, help="Builder workspace limit in GiB (default: 4, or a quarter of the GPU's memory if less).")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it is this command's own earlier output (its manifest says so); built beside it, swapped in at the end.")
 def export_engine_cmd(onnx_dir: Path, out: Path, backend: str, arch: str | None, static: bool, batch: int | None, timing_cache: Path | None,
                       workspace_gb: float | None, overwrite: bool) -> None:  # fmt: skip
     """Build TensorRT (or TensorRT for RTX) engines from an ONNX directory."""

@@ -174,7 +174,7 @@ def build_engines(
     """Build one engine per graph; returns the engine manifest. Checks everything before building."""
     onnx_dir, out = Path(onnx_dir), Path(out)
     check_build_options(backend, arch, timing_cache, workspace_gb)
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite, kind="engine", inputs=(("--onnx", onnx_dir), ("--timing-cache", timing_cache)))
     onnx_manifest = read_manifest(onnx_dir, "onnx", verify=True)
     profiles, batch_range = engine_profiles(onnx_manifest, dynamic, batch)
     trt = import_engine_module(backend)
@@ -188,7 +188,7 @@ def build_engines(
     cache_path = Path(timing_cache) if timing_cache else None
     cache_in = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
     started = time.perf_counter()
-    with atomic_dir(out, overwrite) as tmp:
+    with atomic_dir(out, overwrite, kind="engine") as tmp:
         engines: dict[str, Any] = {}
         cache_bytes = cache_in
         for name in stages(onnx_manifest):

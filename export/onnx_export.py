@@ -109,7 +109,7 @@ def export_onnx(
             f"--opset {opset} exports LayerNorm as LayerNormalization, which target {target} ({target_info.description}) does not parse; "
             f"use --opset 16 (or leave --opset out)"
         )
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite, kind="onnx", inputs=(("--student", student), ("--taesd", None if str(taesd) == TOY_TAESD else taesd)))
     info = check_student_dir(student)
     one = info.onestep
     taesd_dir = None
@@ -137,7 +137,7 @@ def export_onnx(
     ]
     if taesd_dir is not None:
         specs.append(decoder_spec(shapes, one.latent_channels, name="taesd_decoder"))
-    with atomic_dir(out, overwrite) as tmp:
+    with atomic_dir(out, overwrite, kind="onnx") as tmp:
         with _quiet_tracing():
             _export_text_and_decoder(loaded, tmp, specs[0], specs[2], shapes, opset)
             _export_unet(loaded, tmp, specs[1], opset)

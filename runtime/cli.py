@@ -2,7 +2,7 @@
 
     swiftbrush generate --model DIR (--prompt TEXT ... | --prompts FILE) [--seed N]
                         [--backend auto|tensorrt|onnxruntime|torch] [--device D]
-                        [--height H --width W] [--decoder vae|taesd] --out DIR
+                        [--height H --width W] [--decoder vae|taesd] --out DIR [--overwrite]
     swiftbrush bench    --model DIR [--backend B | --compare b1,b2] [--batch N] [--iters N]
                         [--warmup N] [--decoder vae|taesd] [--compile] [--json FILE]
     swiftbrush doctor   [--json [FILE]]
@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -28,6 +30,13 @@ def _int(value: int | str, flag: str) -> int:
         raise InvalidArgumentError(f"{flag} must be an integer, got {value!r}") from None
 
 
+def _has_entries(folder: str) -> bool:
+    try:
+        return bool(folder.strip()) and any(Path(folder).iterdir())
+    except OSError:
+        return False
+
+
 @click.command("generate")
 @click.option("--model", required=True, type=click.Path(path_type=Path), help="An engine, ONNX or student directory.")
 @click.option("--prompt", "prompts", multiple=True, help="A prompt (repeatable); \"\" is a valid unconditional prompt.")
@@ -39,10 +48,16 @@ def _int(value: int | str, flag: str) -> int:
               help="Image height in pixels, a multiple of 8 (default: the folder's own size; an ONNX or engine folder takes other sizes only if exported --dynamic, a student folder any).")
 @click.option("--width", type=Integer(), default=None, help="Image width in pixels, a multiple of 8 (default: the folder's own size; same rule as --height).")
 @click.option("--decoder", default=None, help="vae or taesd (default: the directory's own; taesd needs an export made with --decoder taesd, or STUDENT/taesd).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory for 0000.png ... and grid.png.")
+@click.option("--out", metavar="DIR", required=True,
+              help="A new or empty folder for 0000.png ... (written as each batch finishes), images.jsonl (file, prompt, seed, index "
+                   "of each image) and grid.png (the first 64 images).")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace --out if it is an earlier generate output (nothing else is replaced).")
 def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | None, seed: str, backend: str, device: str | None,
-                 height: str | None, width: str | None, decoder: str | None, out: Path) -> None:  # fmt: skip
-    """Make one image per prompt with one UNet call each."""
+                 height: str | None, width: str | None, decoder: str | None, out: str, overwrite: bool) -> None:  # fmt: skip
+    """Make one image per prompt with one UNet call each.
+
+    Ctrl-C keeps the images already written (images.jsonl lists them).
+    """
     from swiftbrush_runtime.commands import generate_to_dir, read_prompts
 
     if prompts and prompts_file:
@@ -52,8 +67,27 @@ def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | Non
     if not texts:
         raise InvalidArgumentError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
     size = {k: _int(v, f"--{k}") for k, v in (("height", height), ("width", width)) if v is not None}
-    paths = generate_to_dir(model, texts, out, seed=seed_value, backend=backend, device=device, decoder=decoder, **size)
-    click.echo(f"wrote {len(paths) - 1} images and grid.png to {out}")
+    replacing = overwrite and _has_entries(out)  # then an interruption leaves the earlier output in place
+    done = 0
+    with contextlib.ExitStack() as stack:
+        bars: list = []
+
+        def advance(n: int) -> None:  # the bar starts with the first batch: a refused call prints only its error
+            nonlocal done
+            if not bars:
+                bars.append(stack.enter_context(click.progressbar(length=len(texts), label="generate", file=sys.stderr, show_pos=True)))
+            done += n
+            bars[0].update(n)
+
+        try:
+            paths = generate_to_dir(model, texts, out, seed=seed_value, backend=backend, device=device, decoder=decoder, overwrite=overwrite,
+                                    prompts_file=prompts_file, progress=advance, **size)  # fmt: skip
+        except KeyboardInterrupt:
+            kept = f"{out} was left as it was" if replacing else f"the {done} image{'s' if done != 1 else ''} written to {out} were kept"
+            click.echo(f"\ninterrupted: {kept}", err=True)
+            sys.exit(130)
+    n = len(paths) - 1
+    click.echo(f"wrote {n} image{'s' if n != 1 else ''}, images.jsonl and grid.png to {out}")
 
 
 @click.command("bench")

@@ -4,6 +4,7 @@
     gen = Generator.load("out/onnx")                       # backend from the directory kind
     images = gen(["a red circle on a blue background"], seed=0)  # list of PIL images
     arrays = gen.generate(["..."], seed=0)                  # uint8 [B, H, W, 3], no PIL
+    for start, batch in gen.generate_batches(prompts, seed=0): ...  # the same images, batch by batch
 
 The noise is `numpy.random.default_rng(seed).standard_normal((B, C, h, w))` for the
 whole prompt list, so every backend starts from the same latents and a prompt's
@@ -19,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("onnx", "engine", "student")
 BACKEND_CHOICES = ("auto", *_backends.BACKENDS)
+DEFAULT_BATCH = 16  # images per generate_batches() step on a backend with no batch limit (torch)
 
 
 class Generator:
@@ -114,9 +116,12 @@ class Generator:
         return int(h), int(w)
 
     def noise(self, batch: int, seed: int, height: int | None = None, width: int | None = None) -> np.ndarray:
+        return self._draw_noise(np.random.default_rng(seed), batch, height, width)
+
+    def _draw_noise(self, rng: np.random.Generator, batch: int, height: int | None, width: int | None) -> np.ndarray:
         h = (height or self.height) // self.vae_scale_factor
         w = (width or self.width) // self.vae_scale_factor
-        return np.random.default_rng(seed).standard_normal((batch, self.latent_channels, h, w), dtype=np.float32)
+        return rng.standard_normal((batch, self.latent_channels, h, w), dtype=np.float32)
 
     def encode(self, prompts: Sequence[str]) -> np.ndarray:
         """Text embeddings [B, 77, D], from the cache where the prompt was seen before."""
@@ -161,6 +166,33 @@ class Generator:
             t2 = time.perf_counter()
             self.last_timings = {"text_encoder_ms": (t1 - t0) * 1e3, "image_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3}
         return images
+
+    def generate_batches(
+        self, prompts: Sequence[str] | str, seed: int = 0, height: int | None = None, width: int | None = None, batch_size: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (index of its first prompt, uint8 [b, H, W, 3]) batch by batch: the images of generate().
+
+        For long prompt lists: a caller writes each batch as it comes, so memory stays
+        one batch and an interruption keeps what was made. The noise is drawn from one
+        numpy stream in order, which fills the same values as generate()'s single draw.
+        `batch_size` defaults to the backend's largest batch (else DEFAULT_BATCH).
+        """
+        prompts = _check_prompts(prompts)
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1):
+            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        height, width = self.check_size(height, width)
+        rng = np.random.default_rng(int(seed))
+        step = int(batch_size or self.backend.max_batch or DEFAULT_BATCH)
+        for start in range(0, len(prompts), step):
+            chunk = prompts[start : start + step]
+            with self._lock:
+                emb = self.encode(chunk)
+                z = self._draw_noise(rng, len(chunk), height, width)
+                images = self.run_batched(self.backend.run_uint8, z, emb)
+                self.backend.synchronize()
+            yield start, images
 
     def __call__(self, prompts: Sequence[str] | str, seed: int = 0, height: int | None = None, width: int | None = None) -> list[Any]:
         """PIL images, one per prompt, in order."""

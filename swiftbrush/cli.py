@@ -101,7 +101,7 @@ def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: 
 @cli.command("distill", cls=_PresetDefaults)
 @click.option("--teacher", required=True, help="Teacher: a diffusers folder, a hub id, or 'toy'.")
 @click.option("--prompts", required=True, help=f"'toy' (the toy caption grid), or a prompt file: {PROMPT_RULES}.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder; the student is written to OUT/student.")
+@click.option("--out", metavar="DIR", required=True, help="Run folder, new or empty (or the run to --resume); the student is written to OUT/student.")
 @click.option("--preset", default=None, help="sd21-base, sd15, sd-turbo or toy (default: from the teacher).")
 @click.option("--student-init", default=None,
               help="Start the student from this UNet instead of the teacher's (SwiftBrush v2: stabilityai/sd-turbo for an SD 2.1-base "
@@ -110,8 +110,12 @@ def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: 
 @click.option("--batch-size", type=Integer(), default=None,
               help="Prompts per process per training step (default: the preset's); not export's or bench's --batch, the images per inference call.")
 @click.option("--checkpoint-every", type=Integer(), default=None, help="Steps between checkpoints (default: the preset's).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Start over in an existing --out (its run files are removed).")
+@click.option("--keep-checkpoints", "checkpoints_keep", type=Integer(), default=None,
+              help="Newest checkpoints kept in OUT/checkpoints; older ones are deleted (default 2).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its newest checkpoint; flags not given keep the run's values (--max-steps too).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the earlier run in --out (a folder with run.json and only a run's files); it stays whole until the new student is written.")
 @click.option("--seed", type=Integer(), default=None, help="Seed of everything random in the run, 0..4294967295 (default: the preset's).")
 @click.option("--guidance-scale", type=float, default=None, help="CFG scale of both teacher and LoRA predictions (default: the preset's).")
 @click.option("--lora-rank", type=Integer(), default=None, help="Rank of the LoRA teacher's adapters (default: the preset's).")
@@ -123,7 +127,7 @@ def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: 
 @click.option("--gradient-checkpointing", is_flag=True, default=None, help="Trade compute for memory in both UNets (default: the preset's).")
 @click.option("--sds", is_flag=True, default=None, help="Ablation: SDS (no LoRA teacher) instead of VSD.")
 @needs_extra("train")
-def distill_cmd(teacher: str, prompts: str, out: Path, preset: str | None, resume: bool, overwrite: bool, guidance_scale: float | None, **overrides) -> None:
+def distill_cmd(teacher: str, prompts: str, out: str, preset: str | None, resume: bool, overwrite: bool, guidance_scale: float | None, **overrides) -> None:
     """Distill a teacher into a one-step student (SwiftBrush VSD), no images needed.
 
     \b
@@ -134,24 +138,27 @@ def distill_cmd(teacher: str, prompts: str, out: Path, preset: str | None, resum
 
     relaunch_as_accelerate_cpu_ranks()  # `accelerate launch --cpu --num_processes N` starts N ranks
     from swiftbrush.config import build_config
-    from swiftbrush.train import distill
+    from swiftbrush.train import distill, recorded_config
 
-    config = build_config(preset, teacher, guidance_scale=guidance_scale, lora_guidance_scale=guidance_scale, **overrides)
+    from swiftbrush_runtime.manifest import resolve_out
+
+    base = recorded_config(resolve_out(out)) if resume else None  # a resumed run keeps its own settings
+    config = build_config(preset, teacher, base=base, guidance_scale=guidance_scale, lora_guidance_scale=guidance_scale, **overrides)
     student = distill(teacher, prompts, out, config, resume=resume, overwrite=overwrite)
     if os.environ.get("RANK", "0") == "0":  # one line for the run, not one per DDP rank
         click.echo(f"student: {student}")
 
 
 @cli.command("demo")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"), show_default=True,
-              help="Folder for report.json, grid.png and every stage's output (student/, onnx/, distill/).")
+@click.option("--out", metavar="DIR", default="out/demo", show_default=True, help="A new or empty folder for report.json, grid.png and every stage's output (student/, onnx/, distill/).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it is an earlier demo output (nothing else is replaced).")
 @click.option("--per-caption", type=Integer(2, 100), default=8, show_default=True, help="Images per caption for the scores.")
 @needs_extra("train", "export")  # the demo distills, then exports to ONNX
-def demo_cmd(out: Path, per_caption: int) -> None:
+def demo_cmd(out: str, overwrite: bool, per_caption: int) -> None:
     """Run the whole chain on the toy world and write report.json and grid.png."""
     from swiftbrush.demo import run_demo
 
-    run_demo(out, per_caption=per_caption)
+    run_demo(out, per_caption=per_caption, overwrite=overwrite)
 
 
 from swiftbrush_export.cli import export_group  # noqa: E402  (export onnx / export engine)

@@ -55,7 +55,7 @@ class DistillConfig:
     gradient_checkpointing: bool = False  # trade compute for memory in both UNets
     seed: int = 0  # everything random derives from this (and the step and the process rank)
     checkpoint_every: int = 1000  # steps between checkpoints
-    checkpoints_keep: int = 2  # newest checkpoints kept on disk
+    checkpoints_keep: int = 2  # newest checkpoints kept on disk (--keep-checkpoints)
     log_every: int = 10  # steps between JSONL log lines
     sample_prompts: int = 16  # prompts in the sample grid written at each checkpoint
     nan_patience: int = 20  # consecutive non-finite steps after which the run aborts
@@ -122,7 +122,7 @@ class DistillConfig:
         need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         need(self.mixed_precision in MIXED_PRECISION, f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
         need(self.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {self.checkpoint_every}")
-        need(self.checkpoints_keep >= 1, f"checkpoints_keep must be >= 1, got {self.checkpoints_keep}")
+        need(self.checkpoints_keep >= 1, f"--keep-checkpoints must be >= 1, got {self.checkpoints_keep}")
         need(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
         need(self.sample_prompts >= 0, f"sample_prompts must be >= 0, got {self.sample_prompts}")
         need(self.nan_patience >= 1, f"nan_patience must be >= 1, got {self.nan_patience}")
@@ -189,13 +189,19 @@ def default_preset(teacher: str) -> str:
     return "sd21-base"
 
 
-def build_config(preset: str | None, teacher: str, **overrides: Any) -> DistillConfig:
-    """The preset (given or inferred from the teacher) with the non-None overrides applied, validated."""
-    name = preset or default_preset(teacher)
+def build_config(preset: str | None, teacher: str, base: dict[str, Any] | None = None, **overrides: Any) -> DistillConfig:
+    """The preset (given or inferred from the teacher) with the non-None overrides applied, validated.
+
+    `base` is a recorded run's config (`--resume`): it replaces the preset, so what the
+    command line does not give keeps the run's value; a given --preset still applies
+    (and a resume then refuses it if it differs from the run's).
+    """
+    name = preset or (base or {}).get("preset") or default_preset(teacher)
     if name not in PRESETS:
         raise InvalidArgumentError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
     known = {f.name for f in dataclasses.fields(DistillConfig)}
     bad = sorted(k for k in overrides if k not in known)
     assert not bad, f"unknown config overrides {bad}"
     changes = {k: v for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(PRESETS[name], **changes).validate()
+    start = DistillConfig.from_dict({**base, "preset": name}) if base is not None else PRESETS[name]
+    return dataclasses.replace(start, **changes).validate()

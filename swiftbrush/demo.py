@@ -1,12 +1,13 @@
 """`make demo` / `swiftbrush demo`: the whole chain on the built-in toy world.
 
-    swiftbrush demo --out out/demo
+    swiftbrush demo --out out/demo [--overwrite]
 
 Offline, CPU, minutes. Every stage of the artifact chain on the toy world:
 the toy teacher at 25 steps and at 1 step, VSD distillation with the `toy`
 preset (student/), ONNX export (onnx/), the slim runtime's ONNX Runtime
 benchmark, the student's images through the runtime, all scored by the toy
-evaluator (alignment and FD); a labelled image grid and `report.json`.
+evaluator (alignment and FD); a labelled image grid and `report.json`; a
+manifest.json of kind "demo" marks the folder as the demo's (`--overwrite` may replace it).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 from swiftbrush.evaluate import default_guidance_scale, sample_teacher, score_fields, toy_prompts
 from swiftbrush.teacher import load_teacher
 from swiftbrush.toy.grammar import all_captions
-from swiftbrush_runtime.commands import prepare_out_dir
 from swiftbrush_runtime.images import labelled_grid
+from swiftbrush_runtime.manifest import MANIFEST, OutputKind, atomic_dir, check_out_dir, manifest_kind, relocate_source, write_manifest
 
 # Columns of grid.png: one caption per (colour, shape) pair, the background cycling, so every
 # colour, shape and background appears (captions are ordered colour, shape, background).
@@ -41,11 +42,45 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def run_demo(out: Path, per_caption: int = 8, seed: int = 0) -> dict[str, Any]:
-    """Run every stage, write out/report.json and out/grid.png, print a table."""
+def recognise_demo(root: Path) -> str | None:
+    """None for an earlier demo output: a "demo" manifest listing every file, or (older demos, no
+    manifest) a toy-world report.json beside only the demo's own entries."""
+    if (root / MANIFEST).is_file():
+        return manifest_kind("demo").recognise(root)
+    try:
+        report = json.loads((root / "report.json").read_text())
+    except (OSError, ValueError):
+        return "it has no report.json"
+    if not isinstance(report, dict) or report.get("world") != "toy":
+        return "its report.json is not a demo report"
+    extra = sorted(p.name for p in root.iterdir() if p.name not in DEMO_ENTRIES)
+    return f"it holds {extra[0]}, which the demo does not write" if extra else None
+
+
+DEMO_ENTRIES = ("report.json", "grid.png", "student", "onnx", "distill", MANIFEST)
+DEMO = OutputKind("demo output", recognise_demo)
+
+
+def run_demo(out: Path | str, per_caption: int = 8, seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
+    """Run every stage, write out/report.json and out/grid.png, print a table.
+
+    Every stage is built in a hidden sibling of `out` that replaces it at the end, so an
+    interrupted demo leaves no half-made `out`, and an interrupted --overwrite the
+    previous demo whole. `overwrite` replaces only an earlier demo output.
+    """
+    target = check_out_dir(out, overwrite, kind=DEMO)  # checked before minutes of sampling
+    with atomic_dir(target, overwrite, kind=DEMO) as work:
+        report = _run_stages(work, target, per_caption, seed)
+        write_manifest(work, "demo", world="toy", report="report.json")
+    _print_table(report)
+    print(f"[demo] wrote {target / 'report.json'} and {target / 'grid.png'}")
+    return report
+
+
+def _run_stages(work: Path, target: Path, per_caption: int, seed: int) -> dict[str, Any]:
+    """The demo's stages, written into `work` (which becomes `target`); returns the report."""
     from swiftbrush.toy.evaluator import Evaluator
 
-    out = prepare_out_dir(out)  # made and probed before minutes of sampling
     evaluator = Evaluator.load()
     prompts = toy_prompts(per_caption)
     teacher = load_teacher("toy")
@@ -72,9 +107,9 @@ def run_demo(out: Path, per_caption: int = 8, seed: int = 0) -> dict[str, Any]:
 
     config = build_config("toy", "toy")
     start = time.time()
-    student = distill("toy", "toy", out / "distill", config, overwrite=True, student_dir=out / "student")
-    report["distill"] = {"steps": config.max_steps, "seconds": round(time.time() - start, 1), "preset": "toy", "run_dir": str(out / "distill")}
-    print(f"[demo] distilled {config.max_steps} steps in {time.time() - start:.0f}s -> {student}", flush=True)
+    student = distill("toy", "toy", work / "distill", config, student_dir=work / "student")
+    report["distill"] = {"steps": config.max_steps, "seconds": round(time.time() - start, 1), "preset": "toy", "run_dir": str(target / "distill")}
+    print(f"[demo] distilled {config.max_steps} steps in {time.time() - start:.0f}s -> {target / 'student'}", flush=True)
     start = time.time()
     images = sample_student(student, prompts, seed=seed)
     scores = evaluator.score(images, prompts)
@@ -92,9 +127,10 @@ def run_demo(out: Path, per_caption: int = 8, seed: int = 0) -> dict[str, Any]:
     from swiftbrush_runtime.bench import run_bench
 
     start = time.time()
-    export_onnx(student, out / "onnx", dtype="fp32", overwrite=True)
-    report["export"] = {"dtype": "fp32", "seconds": round(time.time() - start, 1), "dir": str(out / "onnx")}
-    with Generator.load(out / "onnx", backend="onnxruntime") as gen:
+    export_onnx(student, work / "onnx", dtype="fp32")
+    relocate_source(work / "onnx", "student", target / "student")  # where the student will be once `work` is moved
+    report["export"] = {"dtype": "fp32", "seconds": round(time.time() - start, 1), "dir": str(target / "onnx")}
+    with Generator.load(work / "onnx", backend="onnxruntime") as gen:
         runtime_images = gen.generate(prompts, seed=seed)
     agree = float(np.abs(runtime_images.astype(int) - images.astype(int)).max())
     runtime_scores = evaluator.score(runtime_images, prompts)
@@ -105,7 +141,7 @@ def run_demo(out: Path, per_caption: int = 8, seed: int = 0) -> dict[str, Any]:
         "max_abs_diff_vs_torch_uint8": agree,
     }
     rows.append(("runtime (ORT) 1 step", _grid_columns(runtime_images, per_caption)))
-    bench = run_bench(out / "onnx", ["onnxruntime"], batch=1, iters=30, warmup=5)["results"][0]
+    bench = run_bench(work / "onnx", ["onnxruntime"], batch=1, iters=30, warmup=5)["results"][0]
     report["bench"] = {
         "backend": "onnxruntime",
         "device": bench["device"],
@@ -119,10 +155,8 @@ def run_demo(out: Path, per_caption: int = 8, seed: int = 0) -> dict[str, Any]:
 
     columns = [all_captions()[i].text.removeprefix("a ").removesuffix(" background").replace(" on a ", " on ") for i in GRID_CAPTIONS]
     grid = labelled_grid([r for _, r in rows], [label for label, _ in rows], columns)
-    grid.save(out / "grid.png")
-    _write_json(out / "report.json", report)
-    _print_table(report)
-    print(f"[demo] wrote {out / 'report.json'} and {out / 'grid.png'}")
+    grid.save(work / "grid.png")
+    _write_json(work / "report.json", report)
     return report
 
 

@@ -232,7 +232,7 @@ def write_student(out: Path, unet: Any, teacher: Any, guidance_scale: float, mad
         "teacher": str(teacher.source),
         "guidance_scale": float(guidance_scale),
     }
-    with atomic_dir(Path(out), overwrite=overwrite) as tmp:
+    with atomic_dir(Path(out), overwrite=overwrite, kind="student") as tmp:
         pipe = StableDiffusionPipeline(
             vae=teacher.vae, text_encoder=teacher.text_encoder, tokenizer=teacher.tokenizer, unet=unet,
             scheduler=one_step_scheduler(teacher.scheduler.config), safety_checker=None, feature_extractor=None, requires_safety_checker=False,

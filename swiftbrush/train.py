@@ -43,12 +43,13 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -67,7 +68,6 @@ CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
 SCALER_FILE = "grad_scaler.json"  # fp16 loss scale, only with --mixed-precision fp16 on CUDA
 RUN_FILE = "run.json"
-RUN_ENTRIES = (RUN_FILE, "checkpoints", "logs", "samples", "cache", "student")  # what --overwrite removes
 
 
 class TrainingDivergedError(SwiftBrushError):
@@ -235,13 +235,75 @@ class PromptOrder:
 # ------------------------------------------------------------------ the run
 
 
-def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+# What a run folder holds (paths relative to it); --overwrite replaces a folder only if it holds nothing else.
+RUN_FILES = re.compile(
+    r"run\.json|run\.tmp|\.shared-check-[^/]+"
+    r"|checkpoints/(\.tmp-)?checkpoint-\d+/.+"
+    r"|logs/(train\.jsonl|loss_curve\.png)"
+    r"|samples/step-\d+\.png"
+    r"|cache/text-embeddings-[^/]+/[^/]+"
+    r"|student/.+|\.student\.(tmp|old)-[^/]+/.+"
+)
+
+
+def recognise_run(root: Path) -> str | None:
+    """None if `root` is a distill run folder (a run.json and only a run's files), else why not."""
+    if not (root / RUN_FILE).is_file():
+        return f"it has no {RUN_FILE}"
+    rel = recognise_run_files(root)
+    return None if rel is None else f"it holds {rel}, which is not part of a run"
+
+
+def recognise_run_files(root: Path) -> str | None:
+    """The first file under root that no run writes (None if all are a run's: a killed run's leftovers)."""
+    from swiftbrush_runtime.manifest import unlisted_file
+
+    return unlisted_file(root, (), lambda rel: bool(RUN_FILES.fullmatch(rel)))
+
+
+def run_inputs(teacher: str, prompts: str, student_init: str | None) -> list[tuple[str, str | None]]:
+    """The local paths a run reads (the built-in 'toy' names and hub ids are not folders of the user's)."""
+    return [("--teacher", None if str(teacher) in ("toy", "toy-teacher") else teacher),
+            ("--prompts", None if str(prompts) == "toy" else prompts), ("--student-init", student_init)]  # fmt: skip
+
+
+def check_run_dir(out: Path | str, resume: bool, overwrite: bool, inputs: Iterable[tuple[str, Any]] = ()) -> Path:
+    """The out-folder contract for a run; returns the resolved folder. Called before any model loads.
+
+    --resume needs a run there; --overwrite replaces only a run folder (run.json and a
+    run's own files); otherwise --out must be new or empty. It may never be, hold or lie
+    inside the teacher, the prompts file or the student-init folder.
+    """
+    from swiftbrush_runtime.manifest import OutputKind, check_out_dir, check_not_input, resolve_out
+
     if resume and overwrite:
         raise InvalidArgumentError("--resume and --overwrite contradict each other; pass one")
-    if out.exists() and not out.is_dir():
+    target = resolve_out(out)
+    if target.exists() and not target.is_dir():
         raise InvalidArgumentError(f"--out {out} is a file; pass a directory")
-    if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
-        raise InvalidArgumentError(f"--out {out} already exists and is not empty; pass --resume to continue that run or --overwrite to start over")
+    if not resume:
+        check_not_input(out, inputs)
+        if not overwrite and target.is_dir() and any(target.iterdir()) and recognise_run(target) is None:
+            raise InvalidArgumentError(f"--out {out} holds an earlier run; pass --resume to continue it or --overwrite to start over, or name a new folder")
+        return check_out_dir(out, overwrite, kind=OutputKind("distill run folder", recognise_run), inputs=inputs)
+    check_not_input(out, inputs)
+    if not target.is_dir() or not (target / RUN_FILE).is_file() and latest_checkpoint(target) is None:
+        raise InvalidArgumentError(f"--resume: {out} holds no run to continue (no {RUN_FILE}, no checkpoint); check the path, or drop --resume to start a new run")
+    return target
+
+
+def recorded_config(out: Path) -> dict[str, Any] | None:
+    """The config of the run in `out` (its newest checkpoint's, else run.json's); None if there is none.
+
+    `--resume` starts from it, so a flag not given keeps the run's value (a 5-step run stays 5 steps).
+    """
+    ckpt = latest_checkpoint(Path(out))
+    path = ckpt / STATE_FILE if ckpt is not None else Path(out) / RUN_FILE
+    try:
+        config = json.loads(path.read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def check_out_is_shared(accelerator: Any, out: Path) -> None:
@@ -311,21 +373,29 @@ def check_resume(state: dict[str, Any], config: DistillConfig, teacher_id: str, 
 
 def distill(teacher_source: str, prompts_source: str, out: str | Path, config: DistillConfig, resume: bool = False,
             overwrite: bool = False, student_dir: str | Path | None = None) -> Path:  # fmt: skip
-    """Run (or resume) a distillation and write the student (default `out/student`); returns its path."""
+    """Run (or resume) a distillation and write the student (default `out/student`); returns its path.
+
+    `overwrite` on an earlier run trains the new one in a hidden sibling, `.OUT.overwrite`,
+    and swaps it in only once its student is written: until then OUT keeps the previous
+    run whole (its student usable, its checkpoints resumable), and a failed or
+    interrupted --overwrite leaves it so (a killed one leaves the sibling, which the next
+    --overwrite clears). Building in place instead would mix the new run's checkpoints
+    with the old ones, which a --resume could then pick up. A failed start leaves no
+    empty folder behind.
+    """
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
-    from diffusers import UNet2DConditionModel
-    from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
+    from accelerate.utils import ProjectConfiguration
 
-    from swiftbrush.prompts import encode_prompts, load_prompts
-    from swiftbrush.student import write_student
-    from swiftbrush.teacher import load_student_init, load_teacher
+    from swiftbrush.prompts import load_prompts
+    from swiftbrush_runtime.manifest import remove_if_empty, swap_in
 
-    out = Path(out)
     config.validate()
-    check_run_dir(out, resume, overwrite)
+    target = check_run_dir(out, resume, overwrite, run_inputs(teacher_source, prompts_source, config.student_init))
     prompt_set = load_prompts(prompts_source)  # a bad prompts file fails before any model loads
+    replacing = overwrite and target.is_dir() and any(target.iterdir())
+    run_dir = target.parent / f".{target.name}.overwrite" if replacing else target
+    if replacing and run_dir.exists() and (foreign := recognise_run_files(run_dir)) is not None:  # cleared below only if a killed run left it
+        raise InvalidArgumentError(f"--overwrite trains in {run_dir}, which holds {foreign}; move it away and retry")
 
     # 1. Accelerator.
     # Several processes on a machine without CUDA (torchrun, `accelerate launch --multi_gpu`) train on
@@ -336,27 +406,57 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
         # accelerate runs no fp16 autocast on CPU, so the fp16 teacher would meet the fp32 student's activations
         raise InvalidArgumentError("--mixed-precision fp16 needs a GPU (no fp16 autocast on CPU); on CPU use bf16 or no")
     try:
-        accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu, project_config=ProjectConfiguration(project_dir=str(out)))
+        accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu, project_config=ProjectConfiguration(project_dir=str(run_dir)))
     except (RuntimeError, ValueError) as e:  # the launch's accelerate config does not fit this machine
         hint = " accelerate's FSDP needs GPUs (it refuses a CPU run); use DDP (--multi_gpu) here." if os.environ.get("ACCELERATE_USE_FSDP") == "true" and not has_gpu else ""
         raise InvalidArgumentError(f"accelerate cannot set up this launch ({first_line(e).rstrip('.')}).{hint} Check the config with `accelerate env`.") from None
-    # Created and probed once every rank has checked it (the rendezvous above), before the teacher loads.
-    prepare_out_dir(out)
-    check_out_is_shared(accelerator, out)
     main = accelerator.is_main_process
-    logging.basicConfig(level=logging.INFO if main else logging.WARNING, format="%(message)s")
-    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    if replacing and main:
+        shutil.rmtree(run_dir, ignore_errors=True)  # left by a killed --overwrite: never a finished run
+    accelerator.wait_for_everyone()
+    # Created and probed once every rank has checked it (the rendezvous above), before the teacher loads.
+    created = [p for p in reversed((run_dir, *run_dir.parents)) if not p.exists()]  # what prepare_out_dir makes, outermost first
+    try:
+        prepare_out_dir(run_dir, "--out")
+        check_out_is_shared(accelerator, run_dir)
+        logging.basicConfig(level=logging.INFO if main else logging.WARNING, format="%(message)s")
+        logging.getLogger("accelerate").setLevel(logging.WARNING)
+        if replacing and main:
+            logger.info("--overwrite: training in %s; it replaces %s once its student is written", run_dir, out)
+        student = _train(accelerator, teacher_source, prompt_set, run_dir, config, resume, student_dir)
+        if replacing and main:
+            swap_in(run_dir, target)
+        accelerator.wait_for_everyone()
+    except BaseException:
+        if main:
+            if replacing:
+                shutil.rmtree(run_dir, ignore_errors=True)  # OUT still holds the previous run
+            else:
+                remove_if_empty(created)
+        raise
+    accelerator.end_training()
+    return Path(out) / "student" if student_dir is None else student
+
+
+def _train(accelerator: Any, teacher_source: str, prompt_set: Any, out: Path, config: DistillConfig, resume: bool,
+           student_dir: str | Path | None) -> Path:  # fmt: skip
+    """Steps 2-10 of a run in the folder `out`, which exists and which every rank sees."""
+    from accelerate.utils import DistributedType, set_seed
+    from diffusers import UNet2DConditionModel
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from swiftbrush.prompts import encode_prompts
+    from swiftbrush.student import write_student
+    from swiftbrush.teacher import load_student_init, load_teacher
+
+    main = accelerator.is_main_process
     if lone_accelerate_cpu_rank():  # the CLI starts the other ranks (swiftbrush/launch.py); a script calling distill() does not
         logger.warning(
             "accelerate launch --cpu --num_processes N started one process (its launcher runs several CPU processes only "
             "through MPI, --mpirun_hostfile); training on this one. For N CPU processes use `swiftbrush distill` under it, "
             "`accelerate launch --multi_gpu --num_processes N` or `torchrun --nproc_per_node N` (gloo on CPU)."
         )
-    if main and overwrite:
-        for name in RUN_ENTRIES:
-            path = out / name
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
     set_seed(config.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
 
@@ -533,7 +633,6 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
         write_student(student_dir, unwrapped.float(), teacher, config.guidance_scale, made_from, overwrite=True)
         logger.info("student written to %s", student_dir)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
     return student_dir
 
 

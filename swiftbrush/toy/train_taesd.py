@@ -160,7 +160,7 @@ def main() -> None:
 
     from diffusers import AutoencoderTiny
 
-    from swiftbrush_runtime.manifest import atomic_dir
+    from swiftbrush_runtime.manifest import OutputKind, atomic_dir, unlisted_file
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -202,7 +202,9 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    with atomic_dir(args.out, overwrite=True) as tmp:
+    own = ("config.json", "training.json", "diffusion_pytorch_model.safetensors")  # what an earlier run wrote: --out may be replaced
+    taesd_kind = OutputKind("train_taesd output", lambda p: None if (p / "training.json").is_file() and not unlisted_file(p, own) else "not train_taesd's files")
+    with atomic_dir(args.out, overwrite=True, kind=taesd_kind) as tmp:
         tiny.save_pretrained(tmp, safe_serialization=True)
         # diffusers 0.39 saves a `block_out_channels` key that its own loader then warns about on every load.
         config = json.loads((tmp / "config.json").read_text())

@@ -30,7 +30,7 @@ def test_generate_writes_pngs(onnx_fp32: Path, tmp_path: Path):
     r = _invoke("generate", "--model", str(onnx_fp32), "--prompts", str(prompts), "--seed", "4", "--out", str(tmp_path / "out"))
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["0000.png", "0001.png", "0002.png", "grid.png"]
+    assert names == ["0000.png", "0001.png", "0002.png", "grid.png", "images.jsonl", "manifest.json"]
     assert Image.open(tmp_path / "out" / "0001.png").size == (64, 64)
     # the noise of a list's first prompt is the noise of that prompt alone (numpy fills row by row)
     r2 = _invoke("generate", "--model", str(onnx_fp32), "--prompt", "a red circle on a blue background", "--seed", "4", "--out", str(tmp_path / "one"))
@@ -56,7 +56,8 @@ def test_generate_bad_inputs(onnx_fp32: Path, tiny_student: Path, tmp_path: Path
     assert "multiple of 8" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--width", "60", "--out", out))
     # not "re-export with --height 100000", which export refuses; a student directory would try to allocate it
     assert "at most 4096" in _one_line_exit_2(_invoke("generate", "--model", str(tiny_student), "--prompt", "x", "--height", "100000", "--out", out))
-    assert "no manifest.json" in _one_line_exit_2(_invoke("generate", "--model", str(tmp_path), "--prompt", "x", "--out", out))
+    (tmp_path / "plain").mkdir()
+    assert "no manifest.json" in _one_line_exit_2(_invoke("generate", "--model", str(tmp_path / "plain"), "--prompt", "x", "--out", out))
     assert "--backend" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--backend", "tpu", "--out", out))
     assert "non-negative" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--seed", "-1", "--out", out))
     assert not Path(out).exists()  # the refused calls left no empty --out behind
@@ -75,7 +76,8 @@ def test_export_onnx_cli_bad_input(tiny_student: Path, tmp_path: Path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f").write_text("x")
     assert "not empty" in _one_line_exit_2(_invoke("export", "onnx", "--student", str(tiny_student), "--out", str(tmp_path / "full")))
-    assert "not a student directory" in _one_line_exit_2(_invoke("export", "onnx", "--student", str(tmp_path), "--out", str(tmp_path / "y")))
+    (tmp_path / "plain").mkdir()
+    assert "not a student directory" in _one_line_exit_2(_invoke("export", "onnx", "--student", str(tmp_path / "plain"), "--out", str(tmp_path / "y")))
     assert "--opset 11" in _one_line_exit_2(_invoke("export", "onnx", "--student", str(tiny_student), "--out", str(tmp_path / "z"), "--opset", "11"))
     (tmp_path / "afile").write_text("x")  # a folder under a file cannot be made, not even by root
     assert "not writable" in _one_line_exit_2(_invoke("export", "onnx", "--student", str(tiny_student), "--out", str(tmp_path / "afile" / "sub" / "onnx")))
