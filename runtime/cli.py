@@ -22,14 +22,6 @@ from swiftbrush_runtime.errors import InvalidArgumentError
 from swiftbrush_runtime.prompts import RULES as PROMPT_RULES
 
 
-def _int(value: int | str, flag: str) -> int:
-    """int() with the project's one-line error; generate's integer options reach it already parsed by `Integer`."""
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidArgumentError(f"{flag} must be an integer, got {value!r}") from None
-
-
 def _has_entries(folder: str) -> bool:
     try:
         return bool(folder.strip()) and any(Path(folder).iterdir())
@@ -42,7 +34,8 @@ def _has_entries(folder: str) -> bool:
 @click.option("--prompt", "prompts", multiple=True, help="A prompt (repeatable); \"\" is a valid unconditional prompt.")
 @click.option("--prompts", "prompts_file", type=click.Path(path_type=Path), default=None, help=f"A prompt file: {PROMPT_RULES}.")
 @click.option("--seed", type=Integer(), default=0, show_default=True, help="Integer seed of the numpy noise (same on every backend).")
-@click.option("--backend", default="auto", show_default=True, help="auto, tensorrt, onnxruntime or torch.")
+@click.option("--backend", default="auto", show_default=True,
+              help="auto (the folder's own), tensorrt, tensorrt-rtx, onnxruntime or torch.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: the backend's best).")
 @click.option("--height", type=Integer(), default=None,
               help="Image height in pixels, a multiple of 8 (default: the folder's own size; an ONNX or engine folder takes other sizes only if exported --dynamic, a student folder any).")
@@ -52,8 +45,8 @@ def _has_entries(folder: str) -> bool:
               help="A new or empty folder for 0000.png ... (written as each batch finishes), images.jsonl (file, prompt, seed, index "
                    "of each image) and grid.png (the first 64 images).")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is an earlier generate output (nothing else is replaced).")
-def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | None, seed: str, backend: str, device: str | None,
-                 height: str | None, width: str | None, decoder: str | None, out: str, overwrite: bool) -> None:  # fmt: skip
+def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | None, seed: int, backend: str, device: str | None,
+                 height: int | None, width: int | None, decoder: str | None, out: str, overwrite: bool) -> None:  # fmt: skip
     """Make one image per prompt with one UNet call each.
 
     Ctrl-C keeps the images already written (images.jsonl lists them).
@@ -62,11 +55,10 @@ def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | Non
 
     if prompts and prompts_file:
         raise InvalidArgumentError("pass --prompt or --prompts, not both")
-    seed_value = _int(seed, "--seed")
     texts = read_prompts(prompts_file) if prompts_file else list(prompts)
     if not texts:
         raise InvalidArgumentError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
-    size = {k: _int(v, f"--{k}") for k, v in (("height", height), ("width", width)) if v is not None}
+    size = {k: v for k, v in (("height", height), ("width", width)) if v is not None}
     replacing = overwrite and _has_entries(out)  # then an interruption leaves the earlier output in place
     done = 0
     with contextlib.ExitStack() as stack:
@@ -80,7 +72,7 @@ def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | Non
             bars[0].update(n)
 
         try:
-            paths = generate_to_dir(model, texts, out, seed=seed_value, backend=backend, device=device, decoder=decoder, overwrite=overwrite,
+            paths = generate_to_dir(model, texts, out, seed=seed, backend=backend, device=device, decoder=decoder, overwrite=overwrite,
                                     prompts_file=prompts_file, progress=advance, **size)  # fmt: skip
         except KeyboardInterrupt:
             kept = f"{out} was left as it was" if replacing else f"the {done} image{'s' if done != 1 else ''} written to {out} were kept"
