@@ -55,6 +55,8 @@ from swiftbrush_export.specs import fp32_layers as fp32_layer_policy
 from swiftbrush_export.student import ONESTEP, Student, check_student_dir, load_student
 from swiftbrush_runtime.errors import InvalidArgumentError, first_line
 from swiftbrush_runtime.manifest import atomic_dir, check_out_dir, write_manifest
+from swiftbrush_runtime.onestep import one_step_scheduler
+from swiftbrush_runtime.toy_assets import TOY_TAESD_DIR, TOY_TEACHER_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -182,9 +184,7 @@ def resolve_taesd(taesd: Path | str | None, student: Path) -> Path:
     if not taesd:
         return student / "taesd"
     if str(taesd) == TOY_TAESD:
-        from swiftbrush.toy.train_taesd import TAESD_DIR
-
-        return TAESD_DIR
+        return TOY_TAESD_DIR
     return Path(taesd)
 
 
@@ -211,8 +211,6 @@ def check_taesd_fits(folder: Path, one: Any, toy: bool) -> None:
 
 def _is_toy_teacher(teacher: str) -> bool:
     """"toy" or the packaged toy teacher's folder (students record the --teacher they were given)."""
-    from swiftbrush.teacher import TOY_TEACHER_DIR
-
     return teacher == "toy" or Path(teacher).resolve() == TOY_TEACHER_DIR.resolve()
 
 
@@ -381,8 +379,6 @@ def _finish_graph(root: Path, spec: GraphSpec, dtype: str, optimize: bool, targe
 
 def _write_configs(student: Student, out: Path) -> None:
     """The non-graph files: tokenizer (verbatim, with tokenizer.json), scheduler, model_index, onestep."""
-    from swiftbrush.student import one_step_scheduler
-
     src = student.info.path
     shutil.copytree(src / "tokenizer", out / "tokenizer")
     # optimum's pipeline, num_inference_steps=1: DDIM runs the graph once at t = 999 and, since

@@ -21,8 +21,8 @@ from typing import Any
 from swiftbrush.errors import InvalidModelError, OfflineError, UnsupportedModelError
 from swiftbrush_runtime.errors import first_line
 from swiftbrush_runtime.onestep import PREDICTION_TYPES
+from swiftbrush_runtime.toy_assets import TOY_TEACHER_DIR
 
-TOY_TEACHER_DIR = Path(__file__).parent / "toy" / "assets" / "teacher"
 TOY_NAMES = ("toy", "toy-teacher")
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

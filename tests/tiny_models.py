@@ -19,7 +19,7 @@ def make_tiny_student(out: Path, seed: int = 0) -> Path:
     from diffusers import AutoencoderKL, AutoencoderTiny, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from swiftbrush.student import one_step_scheduler
+    from swiftbrush_runtime.onestep import one_step_scheduler
     from swiftbrush.toy import models
     from swiftbrush.toy.vocab import write_tokenizer
     from swiftbrush_runtime.manifest import write_manifest

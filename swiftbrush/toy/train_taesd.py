@@ -32,8 +32,8 @@ from torch import nn
 from swiftbrush.toy.grammar import all_captions
 from swiftbrush.toy.render import render_batch
 from swiftbrush.toy.train_teacher import TEACHER_DIR, cosine_lr, images_to_tensor
+from swiftbrush_runtime.toy_assets import TOY_TAESD_DIR as TAESD_DIR
 
-TAESD_DIR = Path(__file__).parent / "assets" / "taesd"
 
 
 def taesd_config(width: int) -> dict[str, Any]:

@@ -28,8 +28,8 @@ from swiftbrush.toy.grammar import all_captions
 from swiftbrush.toy.models import SCHEDULER_CONFIG, UNET_CONFIG, VAE_CONFIG, text_encoder_config
 from swiftbrush.toy.render import render_batch
 from swiftbrush.toy.vocab import MAX_LENGTH, write_tokenizer
+from swiftbrush_runtime.toy_assets import TOY_TEACHER_DIR as TEACHER_DIR
 
-TEACHER_DIR = Path(__file__).parent / "assets" / "teacher"
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
