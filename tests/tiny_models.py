@@ -76,7 +76,7 @@ def student_from_teacher(teacher: Path, out: Path) -> Path:
 
     Not a good student (one step of a multi-step teacher), but exactly the structure,
     weights and activation sizes of a trained model, which is what export parity needs.
-    It keeps the teacher's scheduler, as students written before `one_step_scheduler` did.
+    It keeps the teacher's multi-step scheduler, which a student folder may carry and the export replaces.
     """
     from diffusers import AutoencoderKL, DDPMScheduler
 
