@@ -3,7 +3,7 @@
     python -m swiftbrush.toy.train_teacher [--out swiftbrush/toy/assets/teacher]
         [--vae-steps 1500] [--unet-steps 4000] [--seed 0]
 
-Three stages, seeded, CPU-only: (1) an AutoencoderKL 64x64x3 <-> 8x8x4 on renders,
+Three phases, seeded, CPU-only: (1) an AutoencoderKL 64x64x3 <-> 8x8x4 on renders,
 (2) the dataset encoded once into latent distributions, (3) a CLIPTextModel and a
 UNet2DConditionModel trained together with SD's eps objective and 10% empty-prompt
 dropout (for classifier-free guidance). The result is saved as a
