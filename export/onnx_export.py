@@ -55,6 +55,8 @@ from swiftbrush_export.specs import fp32_layers as fp32_layer_policy
 from swiftbrush_export.student import ONESTEP, Student, check_student_dir, load_student
 from swiftbrush_runtime.errors import InvalidArgumentError, first_line
 from swiftbrush_runtime.manifest import atomic_dir, check_out_dir, write_manifest
+from swiftbrush_runtime.onestep import OneStep, one_step_scheduler
+from swiftbrush_runtime.toy_assets import TOY_TAESD_DIR, TOY_TEACHER_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +113,7 @@ def export_onnx(
         )
     check_out_dir(out, overwrite, kind="onnx", inputs=(("--student", student), ("--taesd", None if str(taesd) == TOY_TAESD else taesd)))
     info = check_student_dir(student)
-    one = info.onestep
+    onestep = info.onestep
     taesd_dir = None
     if decoder == "taesd":
         taesd_dir = resolve_taesd(taesd, info.path)
@@ -120,9 +122,9 @@ def export_onnx(
                 f"--decoder taesd needs a diffusers AutoencoderTiny folder (config.json + safetensors) at {taesd_dir}; "
                 f"pass it with --taesd DIR (or --taesd {TOY_TAESD} for the toy world's)"
             )
-        check_taesd_fits(taesd_dir, one, toy=str(taesd) == TOY_TAESD)
+        check_taesd_fits(taesd_dir, onestep, toy=str(taesd) == TOY_TAESD)
     shapes = check_shapes(
-        batch, one.resolution if height is None else height, one.resolution if width is None else width, dynamic, one.vae_scale_factor
+        batch, onestep.resolution if height is None else height, onestep.resolution if width is None else width, dynamic, onestep.vae_scale_factor
     )
     unet_config = json.loads((info.path / "unet" / "config.json").read_text())
     keep_fp32 = fp32_layer_policy(fp32_layers, len(unet_config.get("up_block_types", ())))
@@ -132,17 +134,17 @@ def export_onnx(
     text_width = int(loaded.pipeline.text_encoder.config.hidden_size)
     specs = [
         text_encoder_spec(shapes, keep_fp32=keep_fp32["text_encoder"] == ("*",)),
-        unet_spec(shapes, one.latent_channels, text_width, keep_fp32["unet"]),
-        decoder_spec(shapes, one.latent_channels),
+        unet_spec(shapes, onestep.latent_channels, text_width, keep_fp32["unet"]),
+        decoder_spec(shapes, onestep.latent_channels),
     ]
     if taesd_dir is not None:
-        specs.append(decoder_spec(shapes, one.latent_channels, name="taesd_decoder"))
+        specs.append(decoder_spec(shapes, onestep.latent_channels, name="taesd_decoder"))
     with atomic_dir(out, overwrite, kind="onnx") as tmp:
         with _quiet_tracing():
             _export_text_and_decoder(loaded, tmp, specs[0], specs[2], shapes, opset)
             _export_unet(loaded, tmp, specs[1], opset)
             if taesd_dir is not None:
-                _export_taesd(taesd_dir, one.scaling_factor, tmp, specs[3], opset)
+                _export_taesd(taesd_dir, onestep.scaling_factor, tmp, specs[3], opset)
         graph_info = {spec.name: _finish_graph(tmp, spec, dtype, optimize, target) for spec in specs}
         _write_configs(loaded, tmp)
         versions = _versions()
@@ -164,12 +166,12 @@ def export_onnx(
             height=shapes.height,
             width=shapes.width,
             dynamic=dynamic,
-            latent_channels=one.latent_channels,
-            vae_scale_factor=one.vae_scale_factor,
+            latent_channels=onestep.latent_channels,
+            vae_scale_factor=onestep.vae_scale_factor,
             text_len=77,
             text_width=text_width,
             graphs=graph_info,
-            onestep=one.to_json(),
+            onestep=onestep.to_json(),
             versions=versions,
             export_seconds=round(time.perf_counter() - started, 2),
         )
@@ -182,15 +184,13 @@ def resolve_taesd(taesd: Path | str | None, student: Path) -> Path:
     if not taesd:
         return student / "taesd"
     if str(taesd) == TOY_TAESD:
-        from swiftbrush.toy.train_taesd import TAESD_DIR
-
-        return TAESD_DIR
+        return TOY_TAESD_DIR
     return Path(taesd)
 
 
-def check_taesd_fits(folder: Path, one: Any, toy: bool) -> None:
+def check_taesd_fits(folder: Path, onestep: OneStep, toy: bool) -> None:
     """Refuse a tiny decoder that cannot decode this student's latents, before minutes of export."""
-    teacher = one.extra.get("teacher")
+    teacher = onestep.extra.get("teacher")
     if toy and teacher is not None and not _is_toy_teacher(str(teacher)):
         raise InvalidArgumentError(
             f"--taesd {TOY_TAESD} was distilled from the toy teacher's VAE and decodes only its latents; this student's teacher "
@@ -202,17 +202,15 @@ def check_taesd_fits(folder: Path, one: Any, toy: bool) -> None:
         raise InvalidArgumentError(f"--taesd {folder}: config.json does not read as JSON ({e})") from None
     channels = int(config.get("latent_channels", 4))
     scale = int(config.get("upsampling_scaling_factor", 2)) ** (len(config.get("decoder_block_out_channels", (64,) * 4)) - 1)
-    if (channels, scale) != (one.latent_channels, one.vae_scale_factor):
+    if (channels, scale) != (onestep.latent_channels, onestep.vae_scale_factor):
         raise InvalidArgumentError(
             f"--taesd {folder} decodes {channels}-channel latents {scale}x up, but this student's VAE makes "
-            f"{one.latent_channels}-channel latents {one.vae_scale_factor}x down: pass the tiny decoder trained for its VAE"
+            f"{onestep.latent_channels}-channel latents {onestep.vae_scale_factor}x down: pass the tiny decoder trained for its VAE"
         )
 
 
 def _is_toy_teacher(teacher: str) -> bool:
     """"toy" or the packaged toy teacher's folder (students record the --teacher they were given)."""
-    from swiftbrush.teacher import TOY_TEACHER_DIR
-
     return teacher == "toy" or Path(teacher).resolve() == TOY_TEACHER_DIR.resolve()
 
 
@@ -260,9 +258,9 @@ def one_step_module(student: Student) -> Any:
     """
     import torch
 
-    one = student.onestep
-    k, m = one.x0_coefficients()
-    c_eps, c_out = k, m / one.scaling_factor
+    onestep = student.onestep
+    k, m = onestep.x0_coefficients()
+    c_eps, c_out = k, m / onestep.scaling_factor
 
     class ToLatent(torch.nn.Module):
         def forward(self, sample: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -275,7 +273,7 @@ def one_step_module(student: Student) -> Any:
             self.x0 = ToLatent()
 
         def forward(self, sample: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-            t = torch.full((sample.shape[0],), one.timestep, dtype=torch.int64, device=sample.device)
+            t = torch.full((sample.shape[0],), onestep.timestep, dtype=torch.int64, device=sample.device)
             eps = self.unet(sample, t, encoder_hidden_states, return_dict=False)[0]
             return self.x0(sample, eps)
 
@@ -381,8 +379,6 @@ def _finish_graph(root: Path, spec: GraphSpec, dtype: str, optimize: bool, targe
 
 def _write_configs(student: Student, out: Path) -> None:
     """The non-graph files: tokenizer (verbatim, with tokenizer.json), scheduler, model_index, onestep."""
-    from swiftbrush.student import one_step_scheduler
-
     src = student.info.path
     shutil.copytree(src / "tokenizer", out / "tokenizer")
     # optimum's pipeline, num_inference_steps=1: DDIM runs the graph once at t = 999 and, since

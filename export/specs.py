@@ -113,15 +113,14 @@ def text_encoder_spec(shapes: Shapes, keep_fp32: bool = False) -> GraphSpec:
 # student's eps is almost its input noise z, and x0 = (z - sqrt(1 - a_T) eps) / sqrt(a_T)
 # multiplies any error in eps by 1/sqrt(a_T) (~15 for SD's schedule). fp16 rounding along
 # the path that carries z to the output (conv_in, the skip connections into the last,
-# full-resolution up block, the output head) then shows in the image: measured on the
-# toy teacher (1,000 steps) at batch 6, image max error 4.0/255 with only norms/softmax
-# fp32 ("none"), 0.8/255 with "auto", which costs the last up block's fp16 speed.
-# "auto" also keeps the text encoder fp32: on a distilled toy student its fp16 rounding
-# alone moved the image by 1.26/255 (UNet 1.17, decoder 0.41; 2.60/255 together, over
-# the 2/255 bar). It runs once per new prompt (the runtime caches embeddings), so fp32
-# there costs little in time, but at SD 2.1 size it is 1.36 GB of weights instead of
-# 0.68 GB (benchmarks/RESULTS.md): "unet" keeps only the UNet's path fp32 for
-# memory-bound boards (Orin Nano), and "none" converts everything.
+# full-resolution up block, the output head) then shows in the image, several times more
+# with only norms/softmax fp32 ("none") than with that path fp32 ("auto"), which costs
+# the last up block's fp16 speed. "auto" also keeps the text encoder fp32: its fp16
+# rounding alone moves a toy student's image by about as much as the UNet's, and together
+# they exceed the 2/255 bar. It runs once per new prompt (the runtime caches embeddings), so
+# fp32 there costs little in time, but doubles its weights (over 1.3 GB at SD 2.1 size):
+# "unet" keeps only the UNet's path fp32 for memory-bound boards (Orin Nano), and "none"
+# converts everything. The measurements: benchmarks/RESULTS.md, "Figures behind settings".
 FP32_POLICIES = ("auto", "unet", "none")
 
 

@@ -85,7 +85,7 @@ def generate_cmd(model: Path, prompts: tuple[str, ...], prompts_file: Path | Non
 @click.command("bench")
 @click.option("--model", required=True, type=click.Path(path_type=Path), help="An engine, ONNX or student directory.")
 @click.option("--backend", default=None,
-              help="auto (the folder's own), tensorrt (engine folder), onnxruntime (ONNX folder) or torch (student folder); default auto.")
+              help="auto (the folder's own), tensorrt or tensorrt-rtx (engine folder, by its manifest), onnxruntime (ONNX folder) or torch (student folder); default auto.")
 @click.option("--compare", default=None,
               help="Comma-separated backends to run side by side, e.g. onnxruntime,torch: each runs the folder of its kind that --model is or was made from (its manifest's sources); not with --backend.")
 @click.option("--batch", type=Integer(min=1), default=1, show_default=True, help="Images per call (the timing is reported per image).")

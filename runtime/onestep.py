@@ -2,7 +2,9 @@
 
 Written by `swiftbrush distill` into the student directory and copied into ONNX
 and engine directories; the runtime reads it for the noise shape, the torch
-backend also for the UNet output -> x0 conversion. Pure stdlib.
+backend also for the UNet output -> x0 conversion. Pure stdlib, except
+`one_step_scheduler`, which imports diffusers when called (the training package, the
+export and the torch backend's callers have it).
 """
 
 from __future__ import annotations
@@ -90,3 +92,19 @@ def read_onestep(path: Path) -> OneStep:
         raise InvalidModelError(f"{path}: timestep must be in [0, 999], got {values['timestep']}")
     extra = {k: v for k, v in data.items() if k not in _ONESTEP_FIELDS}
     return OneStep(**values, extra=extra)
+
+
+def one_step_scheduler(config: Any, prediction_type: str | None = None) -> Any:
+    """The scheduler a student folder ships: with it `num_inference_steps=1` is exactly the one-step sampler.
+
+    DDIM with trailing spacing runs its single step at t = 999 and, with the final alpha
+    set to 1, returns the x0 of `x0_coefficients` (the teacher's own scheduler would run it at t = 1;
+    Euler's trailing init_noise_sigma of sigma_T instead of sqrt(sigma_T^2 + 1) is ~1% off).
+    `config` is any SD scheduler's config (DDPM, PNDM, DDIM, Euler): the betas and the
+    prediction type (eps or v) carry over. `prediction_type="sample"` is for a UNet graph
+    that already returns the latent (the ONNX folder).
+    """
+    from diffusers import DDIMScheduler
+
+    kind = prediction_type or config.get("prediction_type", "epsilon")
+    return DDIMScheduler.from_config(config, timestep_spacing="trailing", set_alpha_to_one=True, prediction_type=kind)

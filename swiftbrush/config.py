@@ -141,21 +141,15 @@ PRESETS: dict[str, DistillConfig] = {
     # The paper's recipe for an SD-Turbo teacher. SwiftBrush v2 instead keeps SD 2.1 base as the
     # teacher and starts the student from SD-Turbo (`--student-init stabilityai/sd-turbo`).
     "sd-turbo": dataclasses.replace(_PAPER, preset="sd-turbo"),
-    # The toy world (8x8x4 latents, 36 captions, 2 CPU cores), tuned on the toy teacher within
-    # the demo's 5-minute budget (sweep in benchmarks/RESULTS.md):
-    # - CFG 3.0 on both predictions; 4.5 (SD's) and 2.5 gave far worse FD, 2.0 no better within noise.
-    # - LoRA on every attention projection and the ResNet convolutions (rank 16): with only
-    #   to_q/to_v the LoRA teacher could not follow the student and VSD diverged after ~150 steps.
-    # - batch 32 for 260 steps (0.8-1.2 s a step on a 2-vCPU VM whose speed varies by day; 280 steps
-    #   took 306 s in `make demo` on a slow day). Means over 3 training x 3 sampling seeds:
-    #   0.818 / 295 at 220 steps, 0.835 / 296 at 240, 0.851 / 301 at 260, 0.852 / 303 at 280 (FD
-    #   flat, alignment rising to 260). Seed 0 alone: 0.876 / 252 at 280 steps, 0.866 / 244
-    #   at 300, 0.860 / 232 at 320 (the same within noise),
-    #   0.882 / 213 at 400 (6+ min); FD stays at 213-224 up to 1000 steps. Training seeds 1 and 2
-    #   give 0.848 / 306 and 0.841 / 350 at 300 steps (seed 0: 0.872 / 249): single runs differing
-    #   by under ~100 FD are noise, and seed 0 (tuned on, run by `make demo`) is the lucky one.
-    #   Batch 16 gave 0.861 / 224 at 550 steps; student lr 1e-4, LoRA lr 3e-3, 2 LoRA updates per
-    #   step, other t ranges and loss weightings were each worse or within that noise.
+    # The toy world (8x8x4 latents, 36 captions, 2 CPU cores), tuned on the toy teacher to
+    # distil within the demo's 5-minute budget (the runs behind each choice: benchmarks/RESULTS.md,
+    # "Figures behind settings"):
+    # - CFG 3.0 on both predictions: no scale tried from 2.0 to 4.5 (SD's) gave a better FD.
+    # - LoRA on every attention projection and the ResNet convolutions (rank 16): a LoRA teacher
+    #   on to_q/to_v alone cannot follow the student, and VSD diverges.
+    # - batch 32 for 260 steps: alignment stops rising there, FD is flat from 220 steps on, and
+    #   the run fits the budget on 2 cores. Other learning rates, LoRA updates per step, t ranges
+    #   and loss weightings were worse or within seed noise.
     # - EMA with warmup, since the run is short.
     "toy": dataclasses.replace(
         _PAPER,

@@ -40,28 +40,13 @@ from PIL import Image
 
 from swiftbrush.errors import InvalidArgumentError, InvalidModelError
 from swiftbrush_runtime.errors import first_line
+from swiftbrush_runtime.onestep import one_step_scheduler
 from swiftbrush_runtime.onestep import read_onestep as parse_onestep
 from swiftbrush.losses import output_to_x0
 from swiftbrush.prompts import encode_text
 
 ONESTEP = "onestep.json"
 LATENT_CHANNELS = 4
-
-
-def one_step_scheduler(config: Any, prediction_type: str | None = None) -> Any:
-    """The scheduler a student folder ships: with it `num_inference_steps=1` is exactly `one_step_x0`.
-
-    DDIM with trailing spacing runs its single step at t = 999 and, with the final alpha
-    set to 1, returns the x0 above (the teacher's own scheduler would run it at t = 1;
-    Euler's trailing init_noise_sigma of sigma_T instead of sqrt(sigma_T^2 + 1) is ~1% off).
-    `config` is any SD scheduler's config (DDPM, PNDM, DDIM, Euler): the betas and the
-    prediction type (eps or v) carry over. `prediction_type="sample"` is for a UNet graph
-    that already returns the latent (the ONNX folder).
-    """
-    from diffusers import DDIMScheduler
-
-    kind = prediction_type or config.get("prediction_type", "epsilon")
-    return DDIMScheduler.from_config(config, timestep_spacing="trailing", set_alpha_to_one=True, prediction_type=kind)
 
 
 def initial_latents(seed: int, batch: int, channels: int, h: int, w: int) -> np.ndarray:

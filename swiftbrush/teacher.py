@@ -4,9 +4,9 @@
     swiftbrush distill --teacher ./my-sd15-folder ...
     swiftbrush eval --model toy-teacher
 
-One function, `load_teacher`, resolves the source, checks that it is an
-eps-prediction latent diffusion model with SD's structure (SD 1.5, SD 2.1 base,
-SD-Turbo and the toy teacher), and loads its components from safetensors only.
+One function, `load_teacher`, resolves the source, checks that it is a latent
+diffusion model with SD's structure predicting eps (SD 1.5, SD 2.1 base, SD-Turbo,
+the toy teacher) or v (SD 2.x-768), and loads its components from safetensors only.
 Everything else is refused by name, before any weights are read.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 from swiftbrush.errors import InvalidModelError, OfflineError, UnsupportedModelError
 from swiftbrush_runtime.errors import first_line
 from swiftbrush_runtime.onestep import PREDICTION_TYPES
+from swiftbrush_runtime.toy_assets import TOY_TEACHER_DIR
 
-TOY_TEACHER_DIR = Path(__file__).parent / "toy" / "assets" / "teacher"
 TOY_NAMES = ("toy", "toy-teacher")
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -111,7 +111,7 @@ def _download(repo_id: str, what: str, patterns: list[str]) -> Path:
 
 
 def check_teacher_folder(path: Path) -> dict[str, Any]:
-    """Refuse, by name, anything that is not an SD-family eps-prediction pipeline folder.
+    """Refuse, by name, anything that is not an SD-family eps- or v-prediction pipeline folder.
 
     Reads only JSON configs, so a wrong folder is refused before any weights load.
     Returns the scheduler config.

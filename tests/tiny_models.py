@@ -19,7 +19,7 @@ def make_tiny_student(out: Path, seed: int = 0) -> Path:
     from diffusers import AutoencoderKL, AutoencoderTiny, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from swiftbrush.student import one_step_scheduler
+    from swiftbrush_runtime.onestep import one_step_scheduler
     from swiftbrush.toy import models
     from swiftbrush.toy.vocab import write_tokenizer
     from swiftbrush_runtime.manifest import write_manifest
@@ -76,7 +76,7 @@ def student_from_teacher(teacher: Path, out: Path) -> Path:
 
     Not a good student (one step of a multi-step teacher), but exactly the structure,
     weights and activation sizes of a trained model, which is what export parity needs.
-    It keeps the teacher's scheduler, as students written before `one_step_scheduler` did.
+    It keeps the teacher's multi-step scheduler, which a student folder may carry and the export replaces.
     """
     from diffusers import AutoencoderKL, DDPMScheduler
 

@@ -122,7 +122,7 @@ class OrtBackend(Backend):
         b1.bind_cpu_input("encoder_hidden_states", np.ascontiguousarray(embeddings))
         for name, value in self._unet_extra.items():
             b1.bind_cpu_input(name, value)
-        b1.bind_output(unet.get_outputs()[0].name, "cuda", self.device_id)  # out_sample (latent_sample before 2026-11-27)
+        b1.bind_output(unet.get_outputs()[0].name, "cuda", self.device_id)  # by position: out_sample, or latent_sample in older ONNX folders
         unet.run_with_iobinding(b1)
         latent = b1.get_outputs()[0]
         b2 = dec.io_binding()

@@ -20,8 +20,8 @@ from torch import nn
 from swiftbrush.errors import InvalidArgumentError, InvalidModelError
 from swiftbrush.toy.grammar import BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, Caption, parse_caption
 from swiftbrush.toy.render import RESOLUTION, render_batch
+from swiftbrush_runtime.toy_assets import TOY_EVALUATOR_DIR as EVALUATOR_DIR
 
-EVALUATOR_DIR = Path(__file__).parent / "assets" / "evaluator"
 FEATURE_DIM = 128
 
 

@@ -32,13 +32,13 @@ from torch import nn
 from swiftbrush.toy.grammar import all_captions
 from swiftbrush.toy.render import render_batch
 from swiftbrush.toy.train_teacher import TEACHER_DIR, cosine_lr, images_to_tensor
+from swiftbrush_runtime.toy_assets import TOY_TAESD_DIR as TAESD_DIR
 
-TAESD_DIR = Path(__file__).parent / "assets" / "taesd"
 
 
 def taesd_config(width: int) -> dict[str, Any]:
-    """TAESD's architecture at toy width: four stages (three 2x down/upsamplings = the toy
-    VAE's 8x), one block per stage; one width throughout, as DecoderTiny's stage convs require."""
+    """TAESD's architecture at toy width: four resolution levels (three 2x down/upsamplings = the
+    toy VAE's 8x), one block per level; one width throughout, as DecoderTiny's per-level convs require."""
     return dict(
         in_channels=3,
         out_channels=3,
@@ -138,7 +138,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=TAESD_DIR)
     p.add_argument("--teacher", type=Path, default=TEACHER_DIR, help="the teacher folder whose vae/ is distilled")
-    p.add_argument("--width", type=int, default=16, help="channels of every encoder and decoder stage")
+    p.add_argument("--width", type=int, default=16, help="channels of every encoder and decoder resolution level")
     p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-3)

@@ -3,7 +3,7 @@
     python -m swiftbrush.toy.train_teacher [--out swiftbrush/toy/assets/teacher]
         [--vae-steps 1500] [--unet-steps 4000] [--seed 0]
 
-Three stages, seeded, CPU-only: (1) an AutoencoderKL 64x64x3 <-> 8x8x4 on renders,
+Three phases, seeded, CPU-only: (1) an AutoencoderKL 64x64x3 <-> 8x8x4 on renders,
 (2) the dataset encoded once into latent distributions, (3) a CLIPTextModel and a
 UNet2DConditionModel trained together with SD's eps objective and 10% empty-prompt
 dropout (for classifier-free guidance). The result is saved as a
@@ -28,8 +28,8 @@ from swiftbrush.toy.grammar import all_captions
 from swiftbrush.toy.models import SCHEDULER_CONFIG, UNET_CONFIG, VAE_CONFIG, text_encoder_config
 from swiftbrush.toy.render import render_batch
 from swiftbrush.toy.vocab import MAX_LENGTH, write_tokenizer
+from swiftbrush_runtime.toy_assets import TOY_TEACHER_DIR as TEACHER_DIR
 
-TEACHER_DIR = Path(__file__).parent / "assets" / "teacher"
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:

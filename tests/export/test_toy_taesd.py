@@ -22,16 +22,13 @@ from swiftbrush.toy.train_taesd import TAESD_DIR, load_vae, measure
 from swiftbrush.toy.train_teacher import TEACHER_DIR, images_to_tensor
 
 PROMPTS = ["a red circle on a blue background", "a green square on a yellow background", "", "blue triangle"]
-# TAESD decode vs the VAE decoder's image of the same latent, mean abs error on [0, 1]:
-# 0.0176-0.0195 measured on 64-256 fresh renders (four seeds); bounded with margin.
+# TAESD decode vs the VAE decoder's image of the same latent, mean abs error on [0, 1], and
+# TAESD encode vs the VAE's scaled mean latent, relative L2: each about 1.5x the errors the
+# committed asset makes on fresh renders (benchmarks/RESULTS.md, "Test bounds"), so a
+# retrained or damaged asset that decodes visibly worse fails.
 DECODE_MAE_BOUND = 0.03
-# TAESD encode vs the VAE's scaled mean latent, relative L2: 0.087-0.093 measured.
 ENCODE_REL_BOUND = 0.13
 
-pytestmark = pytest.mark.skipif(
-    not (TAESD_DIR / "config.json").is_file() or not (TEACHER_DIR / "vae" / "config.json").is_file(),
-    reason="the toy teacher or its tiny autoencoder is not committed",
-)
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:

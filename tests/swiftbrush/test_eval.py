@@ -6,13 +6,6 @@ import pytest
 from click.testing import CliRunner
 
 from swiftbrush.cli import cli
-from swiftbrush.teacher import TOY_TEACHER_DIR
-from swiftbrush.toy.evaluator import EVALUATOR_DIR
-
-pytestmark = pytest.mark.skipif(
-    not (TOY_TEACHER_DIR / "model_index.json").is_file() or not (EVALUATOR_DIR / "model.safetensors").is_file(),
-    reason="toy teacher or evaluator not trained",
-)
 
 
 def test_teacher_25_steps_is_aligned_and_one_step_is_not(tmp_path):

@@ -10,7 +10,6 @@ from swiftbrush.toy.evaluator import EVALUATOR_DIR, Evaluator, frechet_distance
 from swiftbrush.toy.grammar import all_captions
 from swiftbrush.toy.render import render_batch
 
-pytestmark = pytest.mark.skipif(not (EVALUATOR_DIR / "model.safetensors").is_file(), reason="toy evaluator not trained")
 
 
 @pytest.fixture(scope="module")
