@@ -50,7 +50,7 @@ def load_driver() -> Any:
         return lib
     raise BackendUnavailableError(
         "no NVIDIA driver here (libcuda.so.1 does not load): the TensorRT backends need an NVIDIA GPU with its driver "
-        "(on Jetson, JetPack); use --backend onnxruntime to run on the CPU"
+        "(on Jetson, JetPack); without one, run the ONNX folder the engines were built from (onnxruntime backend, CPU)"
     )
 
 
@@ -76,7 +76,7 @@ class Cuda:
         self.device = device
         status = self.lib.cuInit(0)
         if status in (CUDA_ERROR_NO_DEVICE, CUDA_ERROR_INSUFFICIENT_DRIVER):
-            raise BackendUnavailableError(f"no usable NVIDIA GPU here ({self.error_string(status)}); use --backend onnxruntime to run on the CPU")
+            raise BackendUnavailableError(f"no usable NVIDIA GPU here ({self.error_string(status)}); without one, run an ONNX folder (onnxruntime backend, CPU)")
         self.check(status, "cuInit")
         count = ctypes.c_int()
         self.check(self.lib.cuDeviceGetCount(ctypes.byref(count)), "cuDeviceGetCount")
