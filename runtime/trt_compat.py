@@ -224,7 +224,9 @@ def engine_validity(trt: Any, runtime: Any, blob: bytes) -> tuple[str, str] | No
     if not hasattr(runtime, "get_engine_validity"):
         return None
     validity, diagnostics = runtime.get_engine_validity(blob[: int(runtime.engine_header_size)])
-    return str(validity.name), str(diagnostics)
+    flags = getattr(getattr(trt, "EngineInvalidityDiagnostics", None), "__members__", {})
+    reasons = [name.lower().replace("_", " ") for name, bit in flags.items() if int(diagnostics) & int(bit)]  # a bit mask
+    return str(validity.name), ", ".join(reasons)
 
 
 def device_memory_size(engine: "ICudaEngine") -> int:

@@ -159,9 +159,22 @@ def test_run_path_touches_only_names_the_version_has(label: str):
         assert size == 80 and ("set_device_memory", (0xABC, 80), {}) in context.calls
     assert trt_compat.io_tensors(trt, engine) == [("sample", True), ("out_sample", False)]
     assert trt_compat.execute(ctx, 7)
-    runtime = strict_instance(trt, "Runtime", engine_header_size=4, get_engine_validity=lambda b: (trt.EngineValidity.VALID, ""))
+    runtime = strict_instance(trt, "Runtime", engine_header_size=4, get_engine_validity=lambda b: (trt.EngineValidity.VALID, 0))
     verdict = trt_compat.engine_validity(trt, runtime, b"headerandbody")
     assert verdict == (("VALID", "") if label.startswith("rtx") else None)
+
+
+def test_rtx_validity_diagnostics_are_named():
+    """get_engine_validity answers a bit mask of EngineInvalidityDiagnostics: the message names the reasons."""
+    from swiftbrush_runtime.backends.trt import import_tensorrt_rtx
+
+    real = import_tensorrt_rtx()  # the installed wheel: its enum's real bit values
+
+    trt = strict_trt("rtx-1.7.1")
+    bits = int(real.EngineInvalidityDiagnostics.UNSUPPORTED_CC) | int(real.EngineInvalidityDiagnostics.OLD_CUDA_DRIVER)
+    runtime = real.Runtime(real.Logger(real.Logger.ERROR))
+    fake = strict_instance(trt, "Runtime", engine_header_size=runtime.engine_header_size, get_engine_validity=lambda b: (real.EngineValidity.INVALID, bits))
+    assert trt_compat.engine_validity(real, fake, b"x" * 100) == ("INVALID", "unsupported cc, old cuda driver")
 
 
 def test_rtx_runtime_cache_goes_through_the_runtime_config():
