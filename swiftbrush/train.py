@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from swiftbrush.config import DistillConfig
+from swiftbrush.config import STUDENT_TIMESTEP, DistillConfig
 from swiftbrush.errors import InvalidArgumentError, SwiftBrushError
 from swiftbrush.launch import lone_accelerate_cpu_rank
 from swiftbrush.losses import cfg, lora_denoising_loss, output_to_eps, output_to_x0, sds_loss, vsd_loss
@@ -130,7 +130,7 @@ class VSDTrainer:
         uncond = self.empty.expand(b, -1, -1).to(cond.dtype)
         # 1. The student maps pure noise z at T to eps (or v), hence to x0 (one UNet call).
         z = self._randn(shape, gen)
-        big_t = torch.full((b,), c.student_timestep, device=z.device, dtype=torch.long)
+        big_t = torch.full((b,), STUDENT_TIMESTEP, device=z.device, dtype=torch.long)
         with self.accelerator.autocast():
             out_student = self.student(z, big_t, cond).sample
         x0 = output_to_x0(out_student.float(), z, self.alphas[big_t], self.prediction_type)
