@@ -226,7 +226,7 @@ class _MainRankOfTwo:
 
 def test_an_out_folder_other_machines_cannot_see_is_refused(tmp_path):
     """Multi-machine runs need one --out (checkpoints, prompt cache); a node-local disk is refused by rank."""
-    from swiftbrush.train import check_out_is_shared
+    from swiftbrush.run_dir import check_out_is_shared
 
     with pytest.raises(InvalidArgumentError, match=r"rank\(s\) 1 cannot see .*filesystem all machines share"):
         check_out_is_shared(_MainRankOfTwo(), tmp_path)
