@@ -138,7 +138,8 @@ def distill_cmd(teacher: str, prompts: str, out: str, preset: str | None, resume
 
     relaunch_as_accelerate_cpu_ranks()  # `accelerate launch --cpu --num_processes N` starts N ranks
     from swiftbrush.config import build_config
-    from swiftbrush.train import distill, recorded_config
+    from swiftbrush.run_dir import recorded_config
+    from swiftbrush.train import distill
 
     from swiftbrush_runtime.manifest import resolve_out
 

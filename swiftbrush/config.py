@@ -23,6 +23,9 @@ from swiftbrush.toy.models import TOY_VSD_GUIDANCE_SCALE
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (accelerate's set_seed) takes 32 bits
+# The one-step student's input timestep T (its input is pure noise). Fixed, not a setting: the student
+# folder's one-step DDIM (trailing spacing), onestep.json and the sample grids all run at 999.
+STUDENT_TIMESTEP = 999
 
 
 @dataclass
@@ -36,7 +39,6 @@ class DistillConfig:
     lora_alpha: float = 108.0  # LoRA alpha (scale alpha / rank)
     lora_targets: tuple[str, ...] = ("to_q", "to_v")  # attention projections that get LoRA adapters
     student_init: str | None = None  # start the student from this UNet, not the teacher's (SwiftBrush v2: SD-Turbo)
-    student_timestep: int = 999  # the timestep the one-step student is run at (input: pure noise)
     t_min: int = 20  # smallest VSD timestep (inclusive)
     t_max: int = 980  # largest VSD timestep (inclusive)
     student_lr: float = 1e-6  # Adam learning rate of the student UNet (constant)
@@ -69,11 +71,15 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DistillConfig":
+        data = dict(data)
+        # Recorded configs (run.json, checkpoints) may name the student's timestep, which is fixed at
+        # STUDENT_TIMESTEP and so no field; that value is accepted, any other is an unknown setting.
+        if data.get("student_timestep") == STUDENT_TIMESTEP:
+            del data["student_timestep"]
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidArgumentError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        data = dict(data)
         for name in ("lora_targets", "adam_betas"):
             if name in data:
                 data[name] = tuple(data[name])
@@ -82,8 +88,9 @@ class DistillConfig:
     def fingerprint(self) -> str:
         """A hash of the fields that define the training math (resume refuses a mismatch)."""
         core = {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE_CHANGES}
-        if core.get("student_init") is None:  # runs from before the field existed resume unchanged
+        if core.get("student_init") is None:  # a student started from the teacher hashes as it did without the field
             core.pop("student_init", None)
+        core["student_timestep"] = STUDENT_TIMESTEP  # part of the math, though fixed: recorded runs keep their fingerprint
         return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> "DistillConfig":
@@ -106,8 +113,6 @@ class DistillConfig:
         need(len(self.lora_targets) > 0, "lora_targets must name at least one module, e.g. to_q,to_v")
         need(self.student_init is None or (isinstance(self.student_init, str) and self.student_init.strip() != ""),
              f"--student-init must name a model folder or hub id, got {self.student_init!r}")  # fmt: skip
-        # The student folder's one-step DDIM (trailing spacing) runs at 999, and so do onestep.json and the sample grids.
-        need(self.student_timestep == 999, f"student_timestep must be 999 (the one-step schedulers run there), got {self.student_timestep}")
         need(0 <= self.t_min <= self.t_max <= 999, f"need 0 <= t_min <= t_max <= 999, got t_min {self.t_min}, t_max {self.t_max}")
         for name in ("student_lr", "lora_lr"):
             value = getattr(self, name)

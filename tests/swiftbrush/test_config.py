@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from swiftbrush.config import PRESETS, DistillConfig, build_config, default_preset
+from swiftbrush.config import PRESETS, STUDENT_TIMESTEP, DistillConfig, build_config, default_preset
 from swiftbrush.errors import InvalidArgumentError
 
 
@@ -15,7 +15,7 @@ def test_paper_presets_hold_the_swiftbrush_recipe():
         c = PRESETS[name].validate()
         assert (c.guidance_scale, c.lora_guidance_scale) == (4.5, 4.5)
         assert (c.lora_rank, c.lora_alpha, c.lora_targets) == (64, 108.0, ("to_q", "to_v"))
-        assert (c.t_min, c.t_max, c.student_timestep) == (20, 980, 999)
+        assert (c.t_min, c.t_max) == (20, 980)
         assert (c.student_lr, c.lora_lr, c.weight_decay, c.max_grad_norm) == (1e-6, 1e-3, 0.0, 1.0)
         assert c.batch_size == 16 and c.empty_prompt_prob == 0.1 and c.ema_decay > 0
 
@@ -55,7 +55,6 @@ def test_overrides_apply_and_none_keeps_the_preset():
         ("mixed_precision", "fp8", "--mixed-precision"),
         ("checkpoint_every", 0, "--checkpoint-every"),
         ("t_min", 990, "t_min"),
-        ("student_timestep", 500, "student_timestep must be 999"),  # the student folder would say 999 and run it there
         ("guidance_scale", float("inf"), "guidance_scale must be a finite number, got inf"),  # inf >= 1 passed before
         ("student_lr", float("nan"), "student_lr must be a finite number, got nan"),
         ("seed", -1, "--seed must be in 0..4294967295"),
@@ -83,3 +82,20 @@ def test_round_trip_through_a_dict():
     assert DistillConfig.from_dict(c.to_dict()) == c
     with pytest.raises(InvalidArgumentError, match="unknown config field"):
         DistillConfig.from_dict({**c.to_dict(), "learning_rate": 1})
+
+
+def test_the_student_timestep_is_fixed_not_a_setting():
+    """The student runs at T = 999 (what the student folder's one-step DDIM runs); no config field moves it."""
+    assert STUDENT_TIMESTEP == 999
+    assert "student_timestep" not in DistillConfig().to_dict()
+    with pytest.raises(AssertionError, match="unknown config overrides"):
+        build_config("toy", "toy", student_timestep=500)
+    recorded = {**PRESETS["toy"].to_dict(), "student_timestep": 999}  # run.json and checkpoints may record it
+    assert DistillConfig.from_dict(recorded) == PRESETS["toy"]
+    with pytest.raises(InvalidArgumentError, match="unknown config field.*student_timestep"):
+        DistillConfig.from_dict({**recorded, "student_timestep": 500})
+
+
+def test_a_recorded_run_keeps_its_fingerprint():
+    """The hash of the math is the one recorded runs carry, so they resume (pinned from a toy run's run.json)."""
+    assert build_config(None, "toy", max_steps=6, checkpoint_every=3).fingerprint() == "4b242ffa0069b149"

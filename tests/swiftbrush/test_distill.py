@@ -226,7 +226,7 @@ class _MainRankOfTwo:
 
 def test_an_out_folder_other_machines_cannot_see_is_refused(tmp_path):
     """Multi-machine runs need one --out (checkpoints, prompt cache); a node-local disk is refused by rank."""
-    from swiftbrush.train import check_out_is_shared
+    from swiftbrush.run_dir import check_out_is_shared
 
     with pytest.raises(InvalidArgumentError, match=r"rank\(s\) 1 cannot see .*filesystem all machines share"):
         check_out_is_shared(_MainRankOfTwo(), tmp_path)
@@ -403,3 +403,16 @@ def test_student_init_of_another_architecture_or_parameterisation_is_refused(tin
                                       "--max-steps", "1", "--student-init", str(init)))  # fmt: skip
         assert words in line, line
     assert not (tmp_path / "r" / "student").exists()
+
+
+def test_the_driver_reads_top_to_bottom():
+    """distill() and its steps define no functions inside them: checkpoints and logs are modules of their own."""
+    import ast
+    import inspect
+
+    from swiftbrush import train
+
+    for func in (train.distill, train._train):
+        body = ast.parse(inspect.getsource(func)).body[0]
+        nested = [getattr(n, "name", "lambda") for n in ast.walk(body) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and n is not body]
+        assert not nested, f"{func.__name__} defines {nested}"

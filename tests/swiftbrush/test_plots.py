@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from swiftbrush.train import _nice_ticks, draw_curves
+from swiftbrush.runlog import draw_curves, nice_ticks
 from swiftbrush_runtime.images import prompt_grid
 
 
@@ -29,9 +29,9 @@ def test_loss_curve_has_tick_labels(tmp_path: Path):
     assert len(columns) and np.ptp(columns) > image.shape[1] // 2, "no x tick labels spread along the axis"
 
 
-def test_nice_ticks():
-    assert _nice_ticks(0, 260) == [0, 50, 100, 150, 200, 250]
-    assert _nice_ticks(10, 65000) == [20000, 40000, 60000]
+def testnice_ticks():
+    assert nice_ticks(0, 260) == [0, 50, 100, 150, 200, 250]
+    assert nice_ticks(10, 65000) == [20000, 40000, 60000]
 
 
 def test_prompt_grid_labels_every_tile():
