@@ -20,11 +20,10 @@ from typing import Any
 
 from swiftbrush.errors import InvalidModelError, OfflineError, UnsupportedModelError
 from swiftbrush_runtime.errors import first_line
-from swiftbrush_runtime.onestep import PREDICTION_TYPES
+from swiftbrush_runtime.onestep import COMPONENTS, PREDICTION_TYPES, transformers_dtype
 from swiftbrush_runtime.toy_assets import TOY_TEACHER_DIR
 
 TOY_NAMES = ("toy", "toy-teacher")
-COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_PATTERNS = ["model_index.json", *(f"{c}/*" for c in COMPONENTS)]
 _SUPPORTED_PIPELINES = {"StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "OnnxStableDiffusionPipeline"}
@@ -157,7 +156,7 @@ def load_teacher(source: str | Path, *, device: str = "cpu", dtype: Any = None, 
     try:
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **common)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32, use_safetensors=True, variant=variant)
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, use_safetensors=True, variant=variant)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", use_safetensors=True, variant=variant, **transformers_dtype(dtype))
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
     except Exception as e:  # corrupted safetensors, truncated file, wrong shapes: one line, not a traceback
         raise InvalidModelError(f"teacher weights in {path} do not load ({first_line(e)}); re-download or re-export the folder") from None
