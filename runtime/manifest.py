@@ -93,12 +93,21 @@ def file_hashes(root: Path) -> dict[str, str]:
     }
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON config file of an artifact directory; InvalidModelError if missing or malformed."""
+_REQUIRED: Any = object()
+
+
+def read_json(path: Path | str, *, missing: str | None = None, default: Any = _REQUIRED) -> Any:
+    """A JSON file of an artifact directory; InvalidModelError (one line) if it is malformed.
+
+    A missing file returns `default` when one is given, else raises InvalidModelError with
+    the `missing` message (default: "PATH is missing").
+    """
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise InvalidModelError(f"{path} is missing") from None
+        if default is not _REQUIRED:
+            return default
+        raise InvalidModelError(missing or f"{path} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InvalidModelError(f"{path} is not valid JSON ({e})") from None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from swiftbrush_runtime.errors import InvalidModelError
-from swiftbrush_runtime.manifest import atomic_write
+from swiftbrush_runtime.manifest import atomic_write, read_json
 
 ONESTEP = "onestep.json"
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # the diffusers subfolders of a teacher or student folder
@@ -72,12 +72,8 @@ def x0_coefficients(prediction_type: str, alpha: float) -> tuple[float, float]:
 
 def read_onestep(path: Path) -> OneStep:
     """Parse and validate onestep.json; InvalidModelError names the bad field."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InvalidModelError(f"{path.parent} has no {ONESTEP}: it is not a one-step student directory (make one with `swiftbrush distill`)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidModelError(f"{path} is not valid JSON ({e})") from None
+    missing = f"{path.parent} has no {ONESTEP}: it is not a one-step student directory (make one with `swiftbrush distill`)"
+    data = read_json(path, missing=missing)
     if not isinstance(data, dict):
         raise InvalidModelError(f"{path} is not a JSON object")
     return parse_onestep(data, str(path))
