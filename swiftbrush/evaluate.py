@@ -25,6 +25,7 @@ from swiftbrush.errors import InvalidArgumentError
 from swiftbrush.teacher import TOY_NAMES, Teacher, load_teacher
 from swiftbrush.toy.grammar import all_captions
 from swiftbrush.toy.models import TOY_GUIDANCE_SCALE
+from swiftbrush_runtime.images import to_uint8
 
 SD_GUIDANCE_SCALE = 4.5  # SwiftBrush's CFG for SD teachers
 TEACHER_BATCH = 144  # prompts per teacher pipeline call (each batch is seeded by its offset)
@@ -67,7 +68,7 @@ def sample_teacher(
             output_type="np",
             callback_on_step_end=step_done,
         ).images
-        out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+        out.append(to_uint8(images, signed=False))
     return np.concatenate(out)
 
 
