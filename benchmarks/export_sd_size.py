@@ -72,9 +72,10 @@ def overflow_check(student: Path, onnx_dir: Path) -> dict:
     from swiftbrush_export.onnx_export import one_step_module
     from swiftbrush_export.student import load_student
     from swiftbrush_runtime.generator import initial_latents
+    from swiftbrush_runtime.manifest import read_manifest
 
     s = load_student(student, verify=False)
-    manifest = json.loads((onnx_dir / "manifest.json").read_text())
+    manifest = read_manifest(onnx_dir, "onnx", verify=False)
     b = manifest["batch"]["opt"]
     ids = s.pipeline.tokenizer(["a red circle on a blue background"] * b, padding="max_length", max_length=77, truncation=True, return_tensors="np").input_ids.astype(np.int32)
     h, w = manifest["height"] // 8, manifest["width"] // 8

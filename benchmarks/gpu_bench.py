@@ -84,6 +84,8 @@ import torch
 from benchmarks import sd_configs as sizes
 from benchmarks.bench_report import format_table, machine, one_line, save_report
 from benchmarks.fp8 import FP8_ROWS, fp8_filter, fp8_unavailable, fp8_unet_dtype, linear_flops, quantise_fp8
+from swiftbrush_runtime.manifest import MANIFEST
+from swiftbrush_runtime.onestep import ONESTEP
 
 CASES = ("eager", "levers", "compile_graph", "compile_channels_last", "fp8", "runtime_torch", "runtime_torch_compile", "runtime_ort", "runtime_trt")
 COMPILED = ("compile_graph", "fp8", "compile_channels_last", "runtime_torch_compile")  # run last (longest) and at --compile-batches, the anchor first: fp8 compares its images with it
@@ -278,7 +280,7 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace, device: str, work: Path, report: dict[str, Any]) -> None:
         from swiftbrush_runtime.generator import initial_latents
-        from swiftbrush_runtime.onestep import read_onestep
+        from swiftbrush_runtime.onestep import ONESTEP, read_onestep
         from swiftbrush_runtime.tokenizer import ClipTokenizer
 
         self.args, self.device, self.work, self.report = args, device, work, report
@@ -291,7 +293,7 @@ class Bench:
         self.student = write_student_dir(work / "student", self.models, args.tiny)
         report["setup"]["student_seconds"] = round(time.perf_counter() - t0, 1)
         report["setup"]["params_m"] = {k: round(sum(p.numel() for p in m.parameters()) / 1e6, 2) for k, m in self.models.items()}
-        self.onestep = read_onestep(self.student / "onestep.json")
+        self.onestep = read_onestep(self.student / ONESTEP)
         n = max(args.batches)
         self.prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n)]
         self.ids = ClipTokenizer(self.student / "tokenizer").encode(self.prompts)[0]  # int32 [n, 77], the runtime's ids
@@ -785,7 +787,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(f"--decoders must be a comma list from {', '.join(DECODERS)}, got {','.join(args.decoders)}")
     if not args.fp8_granularity or any(g not in FP8_ROWS for g in args.fp8_granularity):
         ap.error(f"--fp8-granularity must be a comma list from {', '.join(FP8_ROWS)}, got {','.join(args.fp8_granularity)}")
-    if args.toy_quality and not all((args.toy_quality / f).is_file() for f in ("onestep.json", "manifest.json")):
+    if args.toy_quality and not all((args.toy_quality / f).is_file() for f in (ONESTEP, MANIFEST)):
         ap.error(f"--toy-quality {args.toy_quality} is not a student directory (no onestep.json or manifest.json); `make demo` writes one to out/demo/student")
     args.compile_batches = args.compile_batches or (args.batches if args.tiny else [1])
     for name, batches in (("--batches", args.batches), ("--compile-batches", args.compile_batches)):

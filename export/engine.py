@@ -37,6 +37,7 @@ from swiftbrush_runtime import trt_compat
 from swiftbrush_runtime.backends.trt import ENGINE_BACKENDS, import_engine_module
 from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError, SwiftBrushError, first_line
 from swiftbrush_runtime.manifest import MANIFEST, atomic_dir, atomic_write, check_out_dir, read_manifest, sha256_file, write_manifest
+from swiftbrush_runtime.onestep import ONESTEP
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def build_engines(
                 "build_seconds": round(time.perf_counter() - t0, 1),
             }
         shutil.copytree(onnx_dir / "tokenizer", tmp / "tokenizer")
-        shutil.copy2(onnx_dir / "onestep.json", tmp / "onestep.json")
+        shutil.copy2(onnx_dir / ONESTEP, tmp / ONESTEP)  # the export's, byte for byte (written by write_onestep)
         manifest = write_manifest(
             tmp,
             "engine",

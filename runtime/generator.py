@@ -27,7 +27,7 @@ import numpy as np
 from swiftbrush_runtime import backends as _backends
 from swiftbrush_runtime.errors import InvalidArgumentError
 from swiftbrush_runtime.manifest import read_manifest
-from swiftbrush_runtime.onestep import MAX_SIDE, read_onestep
+from swiftbrush_runtime.onestep import MAX_SIDE, ONESTEP, read_onestep
 from swiftbrush_runtime.tokenizer import ClipTokenizer
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class Generator:
         self.path = Path(path)
         self.manifest = manifest
         self.backend = backend
-        onestep = read_onestep(self.path / "onestep.json")
+        onestep = read_onestep(self.path / ONESTEP)
         self.onestep = onestep
         self.height = int(manifest.get("height", onestep.resolution))
         self.width = int(manifest.get("width", onestep.resolution))

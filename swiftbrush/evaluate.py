@@ -26,6 +26,7 @@ from swiftbrush.teacher import TOY_NAMES, Teacher, load_teacher
 from swiftbrush.toy.grammar import all_captions
 from swiftbrush.toy.models import TOY_GUIDANCE_SCALE
 from swiftbrush_runtime.images import to_uint8
+from swiftbrush_runtime.onestep import ONESTEP
 
 SD_GUIDANCE_SCALE = 4.5  # SwiftBrush's CFG for SD teachers
 TEACHER_BATCH = 144  # prompts per teacher pipeline call (each batch is seeded by its offset)
@@ -104,7 +105,7 @@ def evaluate_model(
         raise InvalidArgumentError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
     prompts = toy_prompts(per_caption)
     path = Path(model)
-    student = model not in TOY_NAMES and (path / "onestep.json").is_file()
+    student = model not in TOY_NAMES and (path / ONESTEP).is_file()
     if student:
         read_manifest(path, "student", verify=True)  # the check generate and export make: changed files are refused
     else:
