@@ -1,8 +1,8 @@
 """Export the SD 2.1-base architecture (random weights) through `export onnx`, on CPU.
 
-    python benchmarks/export_sd_size.py --tiny                 # minutes-free smoke run (same code path)
-    python benchmarks/export_sd_size.py --dtype fp16 --json benchmarks/export_sd_size.fp16.json
-    python benchmarks/export_sd_size.py --dtype fp32 --work /big/disk/sd
+    python -m benchmarks.export_sd_size --tiny                 # minutes-free smoke run (same code path)
+    python -m benchmarks.export_sd_size --dtype fp16 --json benchmarks/export_sd_size.fp16.json
+    python -m benchmarks.export_sd_size --dtype fp32 --work /big/disk/sd
 
 Builds a student directory with SD 2.1-base's exact configs (UNet 866M parameters,
 23-layer 1024-wide CLIP text encoder, the 4-channel KL VAE; diffusers' default
@@ -29,28 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-SD21_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True,
-)
-SD21_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=768,
-    block_out_channels=(128, 256, 512, 512),
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-)
-SD21_TEXT = dict(
-    vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-    max_position_embeddings=77, hidden_act="gelu", projection_dim=512,
-)
-# --tiny: the same block structure at toy widths, 64 px, for a seconds-long check of the script.
-TINY_UNET = {**SD21_UNET, "sample_size": 8, "block_out_channels": (32, 64, 64, 64), "attention_head_dim": (2, 4, 4, 4), "cross_attention_dim": 64, "layers_per_block": 1}
-TINY_VAE = {**SD21_VAE, "sample_size": 64, "block_out_channels": (16, 32, 32, 32), "layers_per_block": 1, "norm_num_groups": 8}
-TINY_TEXT = {**SD21_TEXT, "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "projection_dim": 64}
+from benchmarks.sd_configs import SD21_TEXT, SD21_UNET, SD21_VAE, TINY_TEXT, TINY_UNET, TINY_VAE
 
 
 def build_student(out: Path, tiny: bool) -> Path:
@@ -58,10 +37,10 @@ def build_student(out: Path, tiny: bool) -> Path:
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    sys.path.insert(0, str(ROOT))
     from swiftbrush.toy.models import SCHEDULER_CONFIG
     from swiftbrush.toy.vocab import write_tokenizer
     from swiftbrush_runtime.manifest import write_manifest
+    from swiftbrush_runtime.onestep import STUDENT_TIMESTEP, OneStep, write_onestep
 
     torch.manual_seed(0)
     write_tokenizer(out / "tokenizer")  # CLIP format; SD's own vocabulary would need a download
@@ -76,11 +55,12 @@ def build_student(out: Path, tiny: bool) -> Path:
     pipe.save_pretrained(out, safe_serialization=True)
     write_tokenizer(out / "tokenizer")
     resolution = unet.config.sample_size * 8
-    onestep = {"timestep": 999, "alpha_T": float(scheduler.alphas_cumprod[999]), "prediction_type": "epsilon", "resolution": resolution,
-               "latent_channels": 4, "vae_scale_factor": 8, "scaling_factor": float(vae.config.scaling_factor),
-               "teacher": "sd21-base-architecture-random", "guidance_scale": 4.5}
-    (out / "onestep.json").write_text(json.dumps(onestep, indent=2) + "\n")
-    write_manifest(out, "student", teacher=onestep["teacher"], step=0)
+    teacher = "sd21-base-architecture-random"
+    write_onestep(out, OneStep(
+        timestep=STUDENT_TIMESTEP, alpha_T=float(scheduler.alphas_cumprod[STUDENT_TIMESTEP]), prediction_type="epsilon", resolution=resolution,
+        latent_channels=4, vae_scale_factor=8, scaling_factor=float(vae.config.scaling_factor), extra={"teacher": teacher, "guidance_scale": 4.5},
+    ))  # fmt: skip
+    write_manifest(out, "student", teacher=teacher, step=0)
     return out
 
 
@@ -91,13 +71,15 @@ def overflow_check(student: Path, onnx_dir: Path) -> dict:
 
     from swiftbrush_export.onnx_export import one_step_module
     from swiftbrush_export.student import load_student
+    from swiftbrush_runtime.generator import initial_latents
+    from swiftbrush_runtime.manifest import read_manifest
 
     s = load_student(student, verify=False)
-    manifest = json.loads((onnx_dir / "manifest.json").read_text())
+    manifest = read_manifest(onnx_dir, "onnx", verify=False)
     b = manifest["batch"]["opt"]
     ids = s.pipeline.tokenizer(["a red circle on a blue background"] * b, padding="max_length", max_length=77, truncation=True, return_tensors="np").input_ids.astype(np.int32)
     h, w = manifest["height"] // 8, manifest["width"] // 8
-    z = np.random.default_rng(0).standard_normal((b, 4, h, w), dtype=np.float32)
+    z = initial_latents(0, b, 4, h, w)
     with torch.no_grad():
         emb = s.pipeline.text_encoder(torch.from_numpy(ids).long())[0]
         lat = one_step_module(s)(torch.from_numpy(z), emb)

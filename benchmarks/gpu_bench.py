@@ -1,11 +1,11 @@
 """Speed on the GPU: the one-step pipeline at SD 2.1-base size, run several ways in one process.
 
-    python benchmarks/gpu_bench.py --tiny --out /tmp/gb              # CPU: tiny widths, fp32, well under a minute
-    python benchmarks/gpu_bench.py --out out/gpu_bench               # GPU: every case, both decoders, batch 1 and 4
-    python benchmarks/gpu_bench.py --out out/gpu_bench --cases eager,runtime_torch --decoders taesd --batches 1
-    python benchmarks/gpu_bench.py --out out/gpu_bench --train       # + distillation step it/s (batch 16, bf16)
-    python benchmarks/gpu_bench.py --out out/gpu_bench --compile-batches 1,4   # compiled cases at batch 4 too
-    python benchmarks/gpu_bench.py --out out/gpu_bench --cases compile_graph,fp8 --toy-quality out/demo/student
+    python -m benchmarks.gpu_bench --tiny --out /tmp/gb              # CPU: tiny widths, fp32, well under a minute
+    python -m benchmarks.gpu_bench --out out/gpu_bench               # GPU: every case, both decoders, batch 1 and 4
+    python -m benchmarks.gpu_bench --out out/gpu_bench --cases eager,runtime_torch --decoders taesd --batches 1
+    python -m benchmarks.gpu_bench --out out/gpu_bench --train       # + distillation step it/s (batch 16, bf16)
+    python -m benchmarks.gpu_bench --out out/gpu_bench --compile-batches 1,4   # compiled cases at batch 4 too
+    python -m benchmarks.gpu_bench --out out/gpu_bench --cases compile_graph,fp8 --toy-quality out/demo/student
 
 On a lent GPU machine (PyTorch, transformers 5, accelerate and peft there; no diffusers, no
 network), carry diffusers as a wheel in the git-ignored .whl/ and install this repo without
@@ -17,14 +17,14 @@ its dependencies; the compiled cases run last and every row is saved as it finis
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl &&
     python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site . &&
     export PYTHONPATH=/tmp/site && set -o pipefail &&
-    PYTHONUNBUFFERED=1 timeout 450 python3 benchmarks/gpu_bench.py --out $OUT 2>&1 | tee $OUT/gpu_bench.log
+    PYTHONUNBUFFERED=1 timeout 450 python3 -m benchmarks.gpu_bench --out $OUT 2>&1 | tee $OUT/gpu_bench.log
 
 On one H100 (2026-11-26) that command with --train took 272 s (about 120 s of it compiling);
 --compile-batches 1,4 adds about 150 s of compiling more. Figures: benchmarks/RESULTS.md.
 
 What runs: SD 2.1-base's architecture with random weights (no download): the 23-layer
 1024-wide CLIP text encoder, the 866M UNet and the KL VAE decoder (configs from
-export_sd_size.py), and a tiny autoencoder decoder (diffusers AutoencoderTiny's default
+benchmarks/sd_configs.py), and a tiny autoencoder decoder (diffusers AutoencoderTiny's default
 config, TAESD's architecture). They are written once as a student directory through
 `swiftbrush.student.write_student` (weights stored fp16, so fp32 and fp16 runs share
 them exactly), 512x512 images from 64x64x4 latents, one UNet call at t=999.
@@ -71,13 +71,8 @@ only its UNet changed: fp32, the bench dtype, and each FP8 granularity with its 
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import json
-import platform
-import shlex
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -86,9 +81,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import export_sd_size as sizes  # noqa: E402  (sibling benchmark: SD 2.1-base and tiny configs)
+from benchmarks import sd_configs as sizes
+from benchmarks.bench_report import format_table, machine, one_line, save_report
+from benchmarks.fp8 import FP8_ROWS, fp8_filter, fp8_unavailable, fp8_unet_dtype, linear_flops, quantise_fp8
+from swiftbrush_runtime.manifest import MANIFEST
+from swiftbrush_runtime.onestep import ONESTEP
 
 CASES = ("eager", "levers", "compile_graph", "compile_channels_last", "fp8", "runtime_torch", "runtime_torch_compile", "runtime_ort", "runtime_trt")
 COMPILED = ("compile_graph", "fp8", "compile_channels_last", "runtime_torch_compile")  # run last (longest) and at --compile-batches, the anchor first: fp8 compares its images with it
@@ -101,11 +98,7 @@ PROMPTS = (
     "a blue triangle on a gray background",
     "a yellow circle on a white background",
 )
-# AutoencoderTiny's default config is TAESD's; --tiny narrows it like tests/conftest.py does.
-TINY_TAESD = dict(encoder_block_out_channels=(16,) * 4, decoder_block_out_channels=(16,) * 4, num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4)
 TOLERANCE = {"fp16": 2 / 255, "fp32": 1e-4}  # max abs error on [0, 1] images against fp32
-# --fp8-granularity -> the fp8 case's row name. torchao takes per-row scales only from bf16 weights.
-FP8_ROWS = {"tensor": "fp8: per-tensor", "row": "fp8: per-row, bf16 UNet"}
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
@@ -129,7 +122,7 @@ def build_models(tiny: bool, seed: int) -> dict[str, torch.nn.Module]:
         "text_encoder": CLIPTextModel(CLIPTextConfig(**text_cfg, **ids)),
         "unet": UNet2DConditionModel(**(sizes.TINY_UNET if tiny else sizes.SD21_UNET)),
         "vae": AutoencoderKL(**(sizes.TINY_VAE if tiny else sizes.SD21_VAE)),
-        "taesd": AutoencoderTiny(**(TINY_TAESD if tiny else {})),
+        "taesd": AutoencoderTiny(**(sizes.TINY_TAESD if tiny else {})),
     }
     return {k: m.to(torch.float16).eval().requires_grad_(False) for k, m in models.items()}
 
@@ -168,9 +161,9 @@ class Stages:
         self.dtype = self.unet.dtype
         self.decoder = decoder
         self.onestep = onestep
-        # a_T as a device tensor made here: a Python float would be copied host -> device on every
-        # call, which a CUDA graph capture refuses.
-        self.alpha_T = torch.tensor(onestep.alpha_T, dtype=torch.float32, device=self.unet.device)
+        # x0 = (z - k * output) * m: the one-step map the export and every runtime backend use. Python
+        # floats, so a CUDA graph capture sees scalar kernel arguments, no host -> device copy.
+        self.k, self.m = onestep.x0_coefficients()
         self.decoder_dtype = models[decoder].dtype
         self._decode = models[decoder].decode
         if compile:  # default mode: autotuning modes do not finish inside a short GPU slot
@@ -181,11 +174,9 @@ class Stages:
         return self.text_encoder(ids)[0]
 
     def denoise(self, z: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        from swiftbrush.losses import eps_to_x0
-
         t = torch.full((z.shape[0],), self.onestep.timestep, dtype=torch.long, device=z.device)
         eps = self.unet(z.to(self.dtype), t, emb.to(self.dtype), return_dict=False)[0]
-        return eps_to_x0(z.float(), eps.float(), self.alpha_T)
+        return (z.float() - self.k * eps.float()) * self.m
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         # The KL VAE decodes x0 / scaling_factor; TAESD decodes the UNet-space latent x0 itself.
@@ -271,83 +262,14 @@ def images_np(image: torch.Tensor) -> np.ndarray:
     return image.float().cpu().numpy()
 
 
-# --- FP8 (torchao) -------------------------------------------------------------------------
 
 
-def fp8_unavailable(device: str) -> str | None:
-    """Why the fp8 case cannot run here (None: it can): torchao's float8 matmuls need a CUDA GPU of compute capability >= 8.9."""
-    try:
-        import torchao  # noqa: F401
-    except ImportError:
-        return "torchao is not installed (pip install torchao==0.18.0; on a lent GPU machine carry its wheel in .whl/)"
-    if not device.startswith("cuda"):
-        return f"float8 matmuls need a CUDA GPU of compute capability >= 8.9 (torchao refuses others); this run is on {device}"
-    major, minor = torch.cuda.get_device_capability(device)
-    if (major, minor) < (8, 9):
-        return f"float8 matmuls need compute capability >= 8.9 (Ada, Hopper); {torch.cuda.get_device_name(device)} is {major}.{minor}"
-    return None
 
 
-def fp8_filter(granularity: str) -> Callable[[torch.nn.Module, str], bool]:
-    """quantize_'s filter_fn: Linear layers torch._scaled_mm takes (in and out features multiples of 16).
-
-    Left out: the time-embedding layers, which see one row per image (a matrix-vector product,
-    where FP8 saves nothing and quantising the activation costs a pass), and, per-tensor, a
-    128x128 weight: torchao 0.18 takes it for a 128x128-block-scaled one and its matmul asserts
-    ("input_tensor must be 1x128 scaled"; the toy UNet has such layers, SD's has none).
-    """
-
-    def keep(module: torch.nn.Module, name: str) -> bool:
-        if not isinstance(module, torch.nn.Linear) or module.in_features % 16 or module.out_features % 16:
-            return False
-        if name.startswith("time_embedding.") or name.endswith("time_emb_proj"):
-            return False
-        return not (granularity == "tensor" and module.in_features == module.out_features == 128)
-
-    return keep
 
 
-def fp8_unet_dtype(granularity: str, dtype: torch.dtype) -> torch.dtype:
-    """The UNet's dtype for a granularity: torchao 0.18 asserts bf16 weights for per-row scales."""
-    return torch.bfloat16 if granularity == "row" else dtype
 
 
-def quantise_fp8(unet: torch.nn.Module, granularity: str) -> dict[str, Any]:
-    """The UNet's fp8_filter Linear layers to float8 weights with float8 dynamic activations, in place; what was done."""
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Float8Tensor, PerRow, PerTensor, quantize_
-
-    keep = fp8_filter(granularity)
-    selected = [n for n, m in unet.named_modules() if keep(m, n)]
-    # set_inductor_config=False: torchao would otherwise turn on coordinate-descent tuning for the whole
-    # process, so the fp8 rows would be compiled differently from compile_graph (and take longer to).
-    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow() if granularity == "row" else PerTensor(), set_inductor_config=False)
-    quantize_(unet, config, filter_fn=keep)
-    done = [n for n, m in unet.named_modules() if isinstance(getattr(m, "weight", None), Float8Tensor)]
-    assert done == selected, f"torchao quantised {len(done)} layers, {len(selected)} were selected"
-    return {
-        "granularity": granularity,
-        "unet_dtype": str(unet.dtype).replace("torch.", ""),
-        "use_fast_accum": bool(config.mm_config.use_fast_accum),
-        "linear_quantised": len(done),
-        "linear_total": sum(isinstance(m, torch.nn.Linear) for m in unet.modules()),
-    }
-
-
-def linear_flops(model: torch.nn.Module, keep: Callable[[torch.nn.Module, str], bool], fn: Callable[[], Any]) -> int:
-    """FLOPs that one call of fn spends in model's Linear layers that `keep` selects (2 x rows x in x out each)."""
-    total = 0
-
-    def count(module: torch.nn.Module, args: tuple, _: Any) -> None:
-        nonlocal total
-        total += 2 * args[0].numel() * module.out_features
-
-    handles = [m.register_forward_hook(count) for n, m in model.named_modules() if keep(m, n)]
-    try:
-        fn()
-    finally:
-        for h in handles:
-            h.remove()
-    return total
 
 
 # --- cases ------------------------------------------------------------------------------
@@ -357,7 +279,8 @@ class Bench:
     """Shared state of one run: settings, inputs, the student directory, references, the report."""
 
     def __init__(self, args: argparse.Namespace, device: str, work: Path, report: dict[str, Any]) -> None:
-        from swiftbrush_runtime.onestep import read_onestep
+        from swiftbrush_runtime.generator import initial_latents
+        from swiftbrush_runtime.onestep import ONESTEP, read_onestep
         from swiftbrush_runtime.tokenizer import ClipTokenizer
 
         self.args, self.device, self.work, self.report = args, device, work, report
@@ -370,13 +293,13 @@ class Bench:
         self.student = write_student_dir(work / "student", self.models, args.tiny)
         report["setup"]["student_seconds"] = round(time.perf_counter() - t0, 1)
         report["setup"]["params_m"] = {k: round(sum(p.numel() for p in m.parameters()) / 1e6, 2) for k, m in self.models.items()}
-        self.onestep = read_onestep(self.student / "onestep.json")
+        self.onestep = read_onestep(self.student / ONESTEP)
         n = max(args.batches)
         self.prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n)]
         self.ids = ClipTokenizer(self.student / "tokenizer").encode(self.prompts)[0]  # int32 [n, 77], the runtime's ids
         side = self.onestep.resolution // self.onestep.vae_scale_factor
         # Generator.noise's draw: one numpy stream for the whole list, so batch b is the first b rows.
-        self.noise = np.random.default_rng(args.seed).standard_normal((n, self.onestep.latent_channels, side, side), dtype=np.float32)
+        self.noise = initial_latents(args.seed, n, self.onestep.latent_channels, side, side)
         report["settings"].update(resolution=self.onestep.resolution, latent=[self.onestep.latent_channels, side, side],
                                   timestep=self.onestep.timestep, prompts=self.prompts)  # fmt: skip
         self.refs: dict[tuple[str, int], np.ndarray] = {}
@@ -781,32 +704,10 @@ def profile_generate(call: Callable[[], Any], device: str, calls: int = 5, top: 
     }
 
 
-def format_profiles(cases: list[dict[str, Any]]) -> list[str]:
-    lines = []
-    for r in cases:
-        p = r.get("profile")
-        if r["status"] != "ok" or not p:
-            continue
-        busy = "—" if p["device_busy_ms_per_call"] is None else f"{p['device_busy_ms_per_call']:.2f}"
-        lines += ["", f"Profile of generate(), {r['case']} {r['decoder']} b{r['batch']}: {p['wall_ms_per_call']:.2f} ms per call under the profiler, device busy {busy} ms"]
-        for where in ("host", "device"):
-            top = ", ".join(f"{e['name']} {e['ms_per_call']:.3f} ms ×{e['calls']}" for e in p[f"top_{where}"][:6])
-            if top:
-                lines.append(f"  top {where}: {top}")
-    return lines
 
 
-def save_report(out: Path, report: dict[str, Any]) -> None:
-    path = Path(out) / "gpu_bench.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
 
 
-def one_line(e: BaseException) -> str:
-    """An exception as the one line a report keeps: its type and the first line of its message."""
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
 def free(device: str) -> None:
@@ -820,7 +721,7 @@ def free(device: str) -> None:
 
 def train(args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
     """The distillation step of benchmarks/train_sd_size.py: it/s and peak memory."""
-    import train_sd_size
+    from benchmarks import train_sd_size
 
     try:
         if args.tiny:
@@ -833,120 +734,16 @@ def train(args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
         return {"status": "failed", "reason": one_line(e)}
 
 
-# --- report ------------------------------------------------------------------------------
 
 
-def machine(device: str) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from swiftbrush_runtime.bench import cpu_name
-
-    out: dict[str, Any] = {
-        "device": device,
-        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_name(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", *sys.argv]),
-    }
-    for name in ("diffusers", "transformers", "onnxruntime", "tensorrt", "accelerate", "peft", "torchao"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
 
 
-def _ms(t: dict[str, Any], key: str) -> str:
-    return f"{t[key]['median_ms']:.2f}"
 
 
-def format_table(report: dict[str, Any]) -> str:
-    """A header line or two, then the markdown table (ms per call of the whole batch, medians unless marked)."""
-    m, settings = report["machine"], report["settings"]
-    gflop = ", ".join(f"{k} {v / 1e9:.3g}" for k, v in report.get("flops_per_image", {}).items())
-    lines = [
-        f"{m['device_name']}, torch {m['torch']}, {settings['precision']}, {settings.get('resolution')} px, "
-        f"GFLOP per image: {gflop}; floor at {settings['peak_tflops']:g} TFLOP/s; {m['date']}",
-    ]
-    tr = report.get("train")
-    if tr and "it_per_s" in tr:
-        mem = "—" if tr.get("peak_memory_gib") is None else f"{tr['peak_memory_gib']} GiB"
-        lines.append(f"Distillation step ({tr['size']}, batch {tr['batch_size']}, {tr['mixed_precision']}, gradient checkpointing): "
-                     f"{tr['it_per_s']} it/s, peak {mem}")  # fmt: skip
-    elif tr:
-        lines.append(f"Distillation step: {tr.get('status')}: {tr.get('reason')}")
-    lines += format_toy_quality(report.get("toy_quality")) + format_fp8(report["cases"]) + format_profiles(report["cases"])
-    lines += [
-        "",
-        "| case | decoder | batch | text enc ms | UNet ms | decoder ms | e2e ms | e2e p90 ms | img/s | e2e floor ms | × floor | first call s | peak GiB | max err ×255 | ok |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in report["cases"]:
-        if r["status"] != "ok":
-            where = " ".join(str(x) for x in (r.get("decoder"), r.get("batch")) if x is not None)
-            lines.append(f"| {r['case']} | {where or '—'} | | {r['status']}: {r['reason']} | | | | | | | | | | | |")
-            continue
-        t, p = r["timings"], r["parity"]
-        err = "—" if p["max_abs_err_01"] is None else f"{p['max_abs_err_01'] * 255:.3f}"
-        mem = "—" if r.get("peak_gib") is None else f"{r['peak_gib']:.2f}"
-        e2e = t["end_to_end"]
-        lines.append(
-            f"| {r['case']} | {r['decoder']} | {r['batch']} | {_ms(t, 'text_encoder')} | {_ms(t, 'unet')} | {_ms(t, 'decoder')} | "
-            f"{e2e['median_ms']:.2f} | {e2e['p90_ms']:.2f} | {r['images_per_second']:.1f} | {e2e['floor_ms']:.3g} | "
-            f"{e2e['measured_over_floor']:.3g} | {r['first_call_s']:.1f} | {mem} | {err} | {'yes' if p['pass'] else '**no**'} |"
-        )
-    runtime = [r for r in report["cases"] if r["status"] == "ok" and "end_to_end_float" in r["timings"]]
-    if runtime:
-        lines += ["", "Runtime rows: e2e above is generate()'s uint8 images on the host; beside it, float images, and prompts found in the cache:", ""]
-        lines += ["| case | decoder | batch | e2e uint8 ms | e2e float ms | e2e cached prompts ms | uint8 = to_uint8(float) | peak GiB, generate() only |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for r in runtime:
-            t, peak = r["timings"], r.get("peak_gib_generate_only")
-            lines.append(f"| {r['case']} | {r['decoder']} | {r['batch']} | {_ms(t, 'end_to_end')} | {_ms(t, 'end_to_end_float')} | "
-                         f"{_ms(t, 'end_to_end_cached_prompts')} | {r.get('uint8_matches_float')} | {'—' if peak is None else f'{peak:.2f}'} |")  # fmt: skip
-    return "\n".join(lines)
 
 
-def _err255(p: dict[str, Any] | None) -> str:
-    if p is None:
-        return "— (compile_graph not run)"
-    return "—" if p["max_abs_err_01"] is None else f"{p['max_abs_err_01'] * 255:.3f}{'' if p['pass'] else ' (over)'}"
 
 
-def format_fp8(cases: list[dict[str, Any]]) -> list[str]:
-    """The fp8 rows beside compile_graph's of the same decoder and batch: what FP8 bought and cost."""
-    rows = [r for r in cases if r["case"] in FP8_ROWS.values() and r["status"] == "ok"]
-    if not rows:
-        return []
-    base = {(r["decoder"], r["batch"]): r["timings"] for r in cases if r["case"] == "compile_graph" and r["status"] == "ok"}
-    lines = ["", "FP8 beside compile_graph (ms medians; errors ×255 on [0, 1] images, '(over)': past the tolerance):", "",
-             "| row | decoder | batch | Linear in FP8 | their share of UNet FLOPs | UNet ms (compile_graph) | e2e ms (compile_graph) | err vs fp32 | err vs compile_graph |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in rows:
-        f, t, b = r["fp8"], r["timings"], base.get((r["decoder"], r["batch"]))
-        was = {k: f" ({b[k]['median_ms']:.2f})" if b else "" for k in ("unet", "end_to_end")}
-        lines.append(f"| {r['case']} | {r['decoder']} | {r['batch']} | {f['linear_quantised']} of {f['linear_total']} | {f['linear_share_of_unet_flops']:.1%} | "
-                     f"{t['unet']['median_ms']:.2f}{was['unet']} | {t['end_to_end']['median_ms']:.2f}{was['end_to_end']} | "
-                     f"{_err255(r['parity'])} | {_err255(r['vs_compile_graph'])} |")  # fmt: skip
-    return lines
-
-
-def format_toy_quality(toy: dict[str, Any] | None) -> list[str]:
-    """--toy-quality's rows: the toy student's scores with only its UNet's precision changed."""
-    if not toy:
-        return []
-    if "rows" not in toy:
-        return ["", f"Toy quality: {toy.get('status')}: {toy.get('reason')}"]
-    lines = ["", f"Toy quality ({toy['student']}, {toy['images']} images, seed {toy['seed']}; only the UNet's precision changes):", "",
-             "| UNet | alignment | FD | max abs diff vs fp32 /255 | mean abs diff vs fp32 /255 |", "|---|---|---|---|---|"]  # fmt: skip
-    for r in toy["rows"]:
-        if r["status"] != "ok":
-            lines.append(f"| {r['unet']} | {r['status']}: {r['reason']} | | | |")
-            continue
-        lines.append(f"| {r['unet']} | {r['alignment']:.4f} | {r['fd']:.2f} | {r.get('max_abs_diff_vs_fp32_uint8', '—')} | {r.get('mean_abs_diff_vs_fp32_uint8', '—')} |")
-    return lines
 
 
 # --- main --------------------------------------------------------------------------------
@@ -990,7 +787,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(f"--decoders must be a comma list from {', '.join(DECODERS)}, got {','.join(args.decoders)}")
     if not args.fp8_granularity or any(g not in FP8_ROWS for g in args.fp8_granularity):
         ap.error(f"--fp8-granularity must be a comma list from {', '.join(FP8_ROWS)}, got {','.join(args.fp8_granularity)}")
-    if args.toy_quality and not all((args.toy_quality / f).is_file() for f in ("onestep.json", "manifest.json")):
+    if args.toy_quality and not all((args.toy_quality / f).is_file() for f in (ONESTEP, MANIFEST)):
         ap.error(f"--toy-quality {args.toy_quality} is not a student directory (no onestep.json or manifest.json); `make demo` writes one to out/demo/student")
     args.compile_batches = args.compile_batches or (args.batches if args.tiny else [1])
     for name, batches in (("--batches", args.batches), ("--compile-batches", args.compile_batches)):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (no network, no diffusers, no TensorRT): install what the
-# call carried in .whl/, then the prepared gpu_bench.py runs, most wanted first, each under
+# call carried in .whl/, then the prepared benchmarks.gpu_bench runs, most wanted first, each under
 # its own timeout so that a slow compile costs only the runs after it. Every run writes its
 # JSON as it goes, so whatever finished comes back in $OUT.
 #
@@ -34,13 +34,13 @@ for step in ${STEPS:-fp8 layout runtime}; do
   case $step in
     fp8)  # FP8 UNet Linear layers beside the anchor, tiny decoder only (FP8 leaves the decoder
           # fp16, so VAE rows would only add the same decoder time), with the toy quality check.
-      timeout "${T_FP8:-230}" $PY benchmarks/gpu_bench.py "${TINY_ARGS[@]}" --out "$OUT/fp8" --cases compile_graph,fp8 \
+      timeout "${T_FP8:-230}" $PY -m benchmarks.gpu_bench "${TINY_ARGS[@]}" --out "$OUT/fp8" --cases compile_graph,fp8 \
         --decoders taesd --batches 1 --toy-quality "$STUDENT" 2>&1 | tee "$OUT/fp8.log" ;;
     layout)  # channels-last under torch.compile (UNet and both decoders) beside the NCHW anchor, then the runtime
-      timeout "${T_LAYOUT:-320}" $PY benchmarks/gpu_bench.py "${TINY_ARGS[@]}" --out "$OUT/layout" \
+      timeout "${T_LAYOUT:-320}" $PY -m benchmarks.gpu_bench "${TINY_ARGS[@]}" --out "$OUT/layout" \
         --cases compile_graph,compile_channels_last,runtime_torch_compile --decoders vae,taesd --batches 1 2>&1 | tee "$OUT/layout.log" ;;
     runtime)  # the runtime's own paths (uint8 on the device, compiled text encoder) beside the best torch.compile pipeline
-      timeout "${T_RUNTIME:-330}" $PY benchmarks/gpu_bench.py "${TINY_ARGS[@]}" --out "$OUT/runtime" \
+      timeout "${T_RUNTIME:-330}" $PY -m benchmarks.gpu_bench "${TINY_ARGS[@]}" --out "$OUT/runtime" \
         --cases runtime_torch,compile_channels_last,runtime_torch_compile --decoders taesd,vae --batches 1 --profile 2>&1 | tee "$OUT/runtime.log" ;;
     *) echo "unknown step $step (fp8, layout, runtime)"; exit 2 ;;
   esac

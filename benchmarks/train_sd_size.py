@@ -1,8 +1,8 @@
 """SwiftBrush training steps at SD 2.1-base size with random weights: it/s and peak memory.
 
-    python benchmarks/train_sd_size.py                        # GPU: batch 16, bf16, gradient checkpointing
-    python benchmarks/train_sd_size.py --batch-size 8 --no-gradient-checkpointing
-    python benchmarks/train_sd_size.py --tiny --steps 2       # CPU: same structure, tiny widths
+    python -m benchmarks.train_sd_size                        # GPU: batch 16, bf16, gradient checkpointing
+    python -m benchmarks.train_sd_size --batch-size 8 --no-gradient-checkpointing
+    python -m benchmarks.train_sd_size --tiny --steps 2       # CPU: same structure, tiny widths
 
 The step is the trainer's own (`swiftbrush.train.VSDTrainer`): one student update
 (student forward at T, frozen-teacher and LoRA-teacher CFG forwards, VSD backward)
@@ -21,22 +21,10 @@ import time
 
 import torch
 
-# stabilityai/stable-diffusion-2-1-base unet/config.json (the fields that shape the network).
-SD21_BASE_UNET = dict(
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    block_out_channels=(320, 640, 1280, 1280),
-    layers_per_block=2,
-    attention_head_dim=(5, 10, 20, 20),
-    cross_attention_dim=1024,
-    use_linear_projection=True,
-    norm_num_groups=32,
-)
-# The same structure (blocks, heads per block, linear projections) at widths a CPU runs in seconds.
-TINY_UNET = {**SD21_BASE_UNET, "sample_size": 8, "block_out_channels": (20, 40, 80, 80), "cross_attention_dim": 32, "norm_num_groups": 4}
+from benchmarks.sd_configs import SD21_UNET
+
+# The same structure at widths a CPU runs in seconds; text width 32 (the step's random embeddings), not sd_configs.TINY_UNET's 64.
+TINY_UNET = {**SD21_UNET, "sample_size": 8, "block_out_channels": (20, 40, 80, 80), "cross_attention_dim": 32, "norm_num_groups": 4}
 TEXT_LENGTH = 77
 
 
@@ -59,7 +47,7 @@ def run(tiny: bool, batch_size: int, steps: int, warmup: int, mixed_precision: s
     device = accelerator.device
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
     torch.manual_seed(seed)
-    unet_config = TINY_UNET if tiny else SD21_BASE_UNET
+    unet_config = TINY_UNET if tiny else SD21_UNET
     teacher_unet = UNet2DConditionModel(**unet_config)
     student, teacher_unet = make_models(config, teacher_unet, weight_dtype)
     ema = EMAModel(student.parameters(), decay=config.ema_decay)

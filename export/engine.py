@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -37,7 +36,8 @@ from swiftbrush_export import trt_targets
 from swiftbrush_runtime import trt_compat
 from swiftbrush_runtime.backends.trt import ENGINE_BACKENDS, import_engine_module
 from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError, SwiftBrushError, first_line
-from swiftbrush_runtime.manifest import MANIFEST, atomic_dir, check_out_dir, read_manifest, sha256_file, write_manifest
+from swiftbrush_runtime.manifest import MANIFEST, atomic_dir, atomic_write, check_out_dir, read_manifest, sha256_file, write_manifest
+from swiftbrush_runtime.onestep import ONESTEP
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def build_engines(
                 "build_seconds": round(time.perf_counter() - t0, 1),
             }
         shutil.copytree(onnx_dir / "tokenizer", tmp / "tokenizer")
-        shutil.copy2(onnx_dir / "onestep.json", tmp / "onestep.json")
+        shutil.copy2(onnx_dir / ONESTEP, tmp / ONESTEP)  # the export's, byte for byte (written by write_onestep)
         manifest = write_manifest(
             tmp,
             "engine",
@@ -276,9 +276,7 @@ def _build_one(
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, data)
 
 
 def describe(manifest: dict[str, Any]) -> str:

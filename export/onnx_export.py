@@ -52,10 +52,10 @@ from typing import Any, Iterator
 from swiftbrush_export import graphs, trt_targets
 from swiftbrush_export.specs import GraphSpec, Shapes, check_shapes, decoder_spec, text_encoder_spec, unet_spec
 from swiftbrush_export.specs import fp32_layers as fp32_layer_policy
-from swiftbrush_export.student import ONESTEP, Student, check_student_dir, load_student
+from swiftbrush_export.student import Student, check_student_dir, load_student
 from swiftbrush_runtime.errors import InvalidArgumentError, first_line
-from swiftbrush_runtime.manifest import atomic_dir, check_out_dir, write_manifest
-from swiftbrush_runtime.onestep import OneStep, one_step_scheduler
+from swiftbrush_runtime.manifest import atomic_dir, check_out_dir, package_versions, write_manifest
+from swiftbrush_runtime.onestep import OneStep, one_step_scheduler, write_onestep
 from swiftbrush_runtime.toy_assets import TOY_TAESD_DIR, TOY_TEACHER_DIR
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ DTYPES = ("fp32", "fp16")
 DECODERS = ("vae", "taesd")
 DEFAULT_TARGET = "desktop"
 TOY_TAESD = "toy"  # --taesd toy: the toy world's AutoencoderTiny, shipped in swiftbrush/toy/assets/taesd
+VERSIONED = ("torch", "onnx", "diffusers", "transformers", "onnxslim", "onnxconverter_common", "optimum", "optimum-onnx")  # what an onnx manifest's versions list
 
 
 def export_onnx(
@@ -390,25 +391,8 @@ def _write_configs(student: Student, out: Path) -> None:
     decoder_config = out / "vae_decoder" / "config.json"
     config = json.loads(decoder_config.read_text())
     decoder_config.write_text(json.dumps({**config, "scaling_factor": 1.0}, indent=2) + "\n")
-    (out / ONESTEP).write_text(json.dumps(student.onestep.to_json(), indent=2) + "\n")
+    write_onestep(out, student.onestep)
 
 
 def _versions() -> dict[str, str]:
-    import onnx
-    import optimum
-    import torch
-
-    out = {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__}
-    for mod in ("diffusers", "transformers", "onnxslim", "onnxconverter_common"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:
-            pass
-    try:
-        from importlib.metadata import version
-
-        out["optimum"] = version("optimum")
-        out["optimum-onnx"] = version("optimum-onnx")
-    except Exception:
-        out["optimum"] = getattr(optimum, "__version__", "?")
-    return out
+    return {"python": platform.python_version(), **package_versions(VERSIONED)}

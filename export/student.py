@@ -17,9 +17,7 @@ from typing import Any
 
 from swiftbrush_runtime.errors import InvalidModelError, first_line
 from swiftbrush_runtime.manifest import MANIFEST, read_manifest, sha256_file
-from swiftbrush_runtime.onestep import ONESTEP, OneStep, read_onestep
-
-COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+from swiftbrush_runtime.onestep import COMPONENTS, ONESTEP, OneStep, load_student_modules, read_onestep
 
 
 @dataclass
@@ -74,14 +72,13 @@ def load_student(path: Path | str, verify: bool = True) -> Student:
     bars = diffusers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()  # a second of "Loading pipeline components" bar says nothing to an exporter
     try:
+        modules = load_student_modules(info.path, torch.float32)
         pipe = StableDiffusionPipeline.from_pretrained(
-            info.path, torch_dtype=torch.float32, use_safetensors=True, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+            info.path, **modules, use_safetensors=True, safety_checker=None, feature_extractor=None, requires_safety_checker=False
         )
     except Exception as e:  # truncated or mismatched weights: one line, not a traceback
         raise InvalidModelError(f"student weights in {info.path} do not load ({first_line(e)}); re-run `swiftbrush distill` or re-copy the directory") from None
     finally:
         if bars:
             diffusers_logging.enable_progress_bar()
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-        module.eval().requires_grad_(False)
     return Student(info, pipe)

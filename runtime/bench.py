@@ -29,7 +29,7 @@ import numpy as np
 
 from swiftbrush_runtime import backends as _backends
 from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
-from swiftbrush_runtime.manifest import read_manifest
+from swiftbrush_runtime.manifest import package_versions, read_manifest
 
 KINDS = ("onnx", "engine", "student")
 PROMPT = "a red circle on a blue background"
@@ -83,12 +83,9 @@ def _peak_rss_mb() -> float:
 
 
 def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    for name in ("onnxruntime", "torch", "tensorrt", "diffusers"):
-        mod = sys.modules.get(name)
-        if mod is not None:
-            out[name] = getattr(mod, "__version__", "?")
-    return out
+    """Python, numpy and the backend packages this process loaded: what the timed run used."""
+    loaded = [name for name in ("onnxruntime", "torch", "tensorrt", "diffusers") if name in sys.modules]
+    return {"python": platform.python_version(), **package_versions(["numpy", *loaded])}
 
 
 def cpu_name() -> str:

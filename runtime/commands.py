@@ -16,14 +16,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from swiftbrush_runtime.errors import InvalidArgumentError
-from swiftbrush_runtime.manifest import OutputKind, atomic_dir, check_out_dir, make_dirs, manifest_kind, remove_if_empty, write_manifest
+from swiftbrush_runtime.manifest import OutputKind, atomic_dir, atomic_write, check_out_dir, make_dirs, manifest_kind, remove_if_empty, write_manifest
 
 RECORD = "images.jsonl"
 GRID = "grid.png"
@@ -53,9 +52,7 @@ def prepare_out_dir(out: Path | str, flag: str = "--out") -> Path:
 
 
 def _save_png(image: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def image_name(index: int, count: int) -> str:

@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from swiftbrush_runtime.manifest import package_version
+
 NVIDIA_DEVICE = Path("/dev/nvidia0")  # present where an NVIDIA driver has a desktop/server GPU
 
 # Report name -> the distributions that provide it (the first installed one is reported).
@@ -40,17 +42,6 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "optimum": ("optimum",),
     "optimum-onnx": ("optimum-onnx",),
 }
-
-
-def package_version(*distributions: str) -> str | None:
-    """The version of the first of `distributions` that is installed, from its metadata; None if none is."""
-    for name in distributions:
-        for spelling in dict.fromkeys((name, name.replace("-", "_"))):  # Python 3.8 does not normalise - and _
-            try:
-                return metadata.version(spelling)
-            except metadata.PackageNotFoundError:
-                continue
-    return None
 
 
 def _jetson() -> str | None:

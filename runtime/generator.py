@@ -27,7 +27,7 @@ import numpy as np
 from swiftbrush_runtime import backends as _backends
 from swiftbrush_runtime.errors import InvalidArgumentError
 from swiftbrush_runtime.manifest import read_manifest
-from swiftbrush_runtime.onestep import MAX_SIDE, read_onestep
+from swiftbrush_runtime.onestep import MAX_SIDE, ONESTEP, read_onestep
 from swiftbrush_runtime.tokenizer import ClipTokenizer
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,17 @@ BACKEND_CHOICES = ("auto", *_backends.BACKENDS)
 DEFAULT_BATCH = 16  # images per generate_batches() step on a backend with no batch limit (torch)
 
 
+def initial_latents(seed: int | np.random.Generator, batch: int, channels: int, h: int, w: int) -> np.ndarray:
+    """The initial noise of a one-step call: float32 standard normal [batch, channels, h, w] from numpy.
+
+    Drawn with numpy, not torch, so every backend, the training sampler and the
+    evaluation start from the same latents for a seed; pass a Generator to draw a list
+    batch by batch from one stream.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    return rng.standard_normal((batch, channels, h, w), dtype=np.float32)
+
+
 class Generator:
     """Prompts -> images with one UNet call; thread-safe; see the module docstring."""
 
@@ -44,7 +55,7 @@ class Generator:
         self.path = Path(path)
         self.manifest = manifest
         self.backend = backend
-        onestep = read_onestep(self.path / "onestep.json")
+        onestep = read_onestep(self.path / ONESTEP)
         self.onestep = onestep
         self.height = int(manifest.get("height", onestep.resolution))
         self.width = int(manifest.get("width", onestep.resolution))
@@ -121,7 +132,7 @@ class Generator:
     def _draw_noise(self, rng: np.random.Generator, batch: int, height: int | None, width: int | None) -> np.ndarray:
         h = (height or self.height) // self.vae_scale_factor
         w = (width or self.width) // self.vae_scale_factor
-        return rng.standard_normal((batch, self.latent_channels, h, w), dtype=np.float32)
+        return initial_latents(rng, batch, self.latent_channels, h, w)
 
     def encode(self, prompts: Sequence[str]) -> np.ndarray:
         """Text embeddings [B, 77, D], from the cache where the prompt was seen before."""

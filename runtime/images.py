@@ -11,12 +11,17 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Float images in [-1, 1] (NCHW or NHWC) -> uint8 NHWC, rounding as diffusers does."""
+def to_uint8(images: np.ndarray, signed: bool = True) -> np.ndarray:
+    """Float images in [-1, 1] (a decoder's output; [0, 1] with signed=False), NCHW or NHWC -> uint8 NHWC, rounding as diffusers does."""
     x = np.asarray(images, dtype=np.float32)
     if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
         x = x.transpose(0, 2, 3, 1)
-    return (np.clip(x / 2 + 0.5, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return (np.clip(x / 2 + 0.5 if signed else x, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def _tile(image: np.ndarray, width: int, height: int) -> Image.Image:
+    """A uint8 HxWx3 image as a grid tile, enlarged without smoothing (toy images are 64 px)."""
+    return Image.fromarray(image).resize((width, height), Image.Resampling.NEAREST)
 
 
 def labelled_grid(
@@ -48,8 +53,7 @@ def labelled_grid(
         if row_labels:
             draw.text((4, y + th // 2 - 6), row_labels[i], fill=(0, 0, 0), font=font)
         for j, img in enumerate(row):
-            tile = Image.fromarray(img).resize((tw, th), Image.Resampling.NEAREST)
-            grid.paste(tile, (left + j * (tw + 2), y))
+            grid.paste(_tile(img, tw, th), (left + j * (tw + 2), y))
     return grid
 
 
@@ -73,7 +77,7 @@ def prompt_grid(images: Sequence[np.ndarray], prompts: Sequence[str], columns: i
     for i, (img, text) in enumerate(zip(images, prompts)):
         r, c = divmod(i, cols)
         x, y = c * (cell_w + 2), r * (th + caption + 2)
-        grid.paste(Image.fromarray(img).resize((tw, th), Image.Resampling.NEAREST), (x + (cell_w - tw) // 2, y))
+        grid.paste(_tile(img, tw, th), (x + (cell_w - tw) // 2, y))
         for k, line in enumerate(_two_lines(text or "(empty prompt)", per_line)):
             draw.text((x + 2, y + th + 2 + 12 * k), line, fill=(0, 0, 0), font=font)
     return grid

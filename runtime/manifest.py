@@ -1,9 +1,9 @@
-"""manifest.json for every artifact directory, the out-folder contract, atomic directory writes.
+"""manifest.json for every artifact directory, the out-folder contract, atomic file and directory writes, version reports.
 
 Each stage of the chain (student, onnx, engine) writes a manifest that says what
-the directory is, what it was made from, and the sha256 of every file, so the
-next stage can refuse a wrong, stale or half-copied input with a clear message.
-Pure stdlib: the runtime reads manifests without torch.
+the directory is, what it was made from, the versions that made it, and the sha256 of
+every file, so the next stage can refuse a wrong, stale or half-copied input with a
+clear message. Pure stdlib: the runtime reads manifests without torch.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,57 @@ from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+
+
+def atomic_write(path: Path | str, data: str | bytes | Callable[[Path], Any]) -> Path:
+    """Write `path` through a temporary sibling and a rename, so no reader ever sees half a file.
+
+    `data` is the text or bytes, or a function that writes the file it is given (an
+    image's save, safetensors' save_file). The temporary name is per process, so ranks
+    writing the same file at once never share one; a kill leaves only a hidden
+    `.NAME.tmp-PID` beside it.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data)
+        elif isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            data(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def package_version(*distributions: str) -> str | None:
+    """The version of the first of `distributions` that is installed, else None.
+
+    From the package metadata; a module already imported without metadata (TensorRT
+    from JetPack's apt packages) reports its `__version__`.
+    """
+    from importlib import metadata
+
+    for name in distributions:
+        for spelling in dict.fromkeys((name, name.replace("-", "_"))):  # Python 3.8 does not normalise - and _
+            try:
+                return metadata.version(spelling)
+            except metadata.PackageNotFoundError:
+                continue
+    for name in distributions:
+        found = getattr(sys.modules.get(name.replace("-", "_")), "__version__", None)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    """{name: version} of the installed ones among `names`, in their order: what manifests and reports record."""
+    found = {name: package_version(name) for name in names}
+    return {name: v for name, v in found.items() if v is not None}
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -41,12 +93,21 @@ def file_hashes(root: Path) -> dict[str, str]:
     }
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON config file of an artifact directory; InvalidModelError if missing or malformed."""
+_REQUIRED: Any = object()
+
+
+def read_json(path: Path | str, *, missing: str | None = None, default: Any = _REQUIRED) -> Any:
+    """A JSON file of an artifact directory; InvalidModelError (one line) if it is malformed.
+
+    A missing file returns `default` when one is given, else raises InvalidModelError with
+    the `missing` message (default: "PATH is missing").
+    """
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise InvalidModelError(f"{path} is missing") from None
+        if default is not _REQUIRED:
+            return default
+        raise InvalidModelError(missing or f"{path} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InvalidModelError(f"{path} is not valid JSON ({e})") from None
 
@@ -54,9 +115,7 @@ def read_json(path: Path) -> dict[str, Any]:
 def write_manifest(root: Path, kind: str, **fields: Any) -> dict[str, Any]:
     """Write root/manifest.json: kind, format version, caller's fields, file hashes."""
     manifest = {"kind": kind, "format_version": FORMAT_VERSION, **fields, "files": file_hashes(root)}
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, root / MANIFEST)
+    atomic_write(Path(root) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return manifest
 
 
@@ -92,9 +151,7 @@ def relocate_source(root: Path, key: str, path: Path) -> None:
     """Point root's manifest `source[key]` at `path`: the input was built elsewhere and moved there with it."""
     manifest = read_json(Path(root) / MANIFEST)
     manifest.setdefault("source", {})[key] = str(Path(path).resolve())
-    tmp = Path(root) / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, Path(root) / MANIFEST)
+    atomic_write(Path(root) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
 
 
 # --------------------------------------------------------------------------- out folders

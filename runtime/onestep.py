@@ -1,10 +1,11 @@
-"""onestep.json: how a student's single UNet call becomes an image.
+"""The student folder's format: onestep.json (how one UNet call becomes an image) and its components.
 
-Written by `swiftbrush distill` into the student directory and copied into ONNX
-and engine directories; the runtime reads it for the noise shape, the torch
-backend also for the UNet output -> x0 conversion. Pure stdlib, except
-`one_step_scheduler`, which imports diffusers when called (the training package, the
-export and the torch backend's callers have it).
+`write_onestep` is the one writer (`swiftbrush distill` into the student directory, the
+export into ONNX and engine directories, the test fixtures) and `read_onestep` the one
+reader; the runtime reads it for the noise shape, the torch backend also for the UNet
+output -> x0 conversion. Pure stdlib, except `one_step_scheduler` and
+`load_student_modules`, which import diffusers / transformers when called (the training
+package, the export and the torch backend's callers have them).
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from swiftbrush_runtime.errors import InvalidModelError
+from swiftbrush_runtime.manifest import atomic_write, read_json
 
 ONESTEP = "onestep.json"
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # the diffusers subfolders of a teacher or student folder
+STUDENT_TIMESTEP = 999  # SwiftBrush's student runs its one UNet call at the last training timestep
 PREDICTION_TYPES = ("epsilon", "v_prediction")  # a student predicts what its teacher predicts
 MAX_SIDE = 4096  # pixels: the largest height or width an export or a call takes
 _ONESTEP_FIELDS = {
@@ -68,30 +72,40 @@ def x0_coefficients(prediction_type: str, alpha: float) -> tuple[float, float]:
 
 def read_onestep(path: Path) -> OneStep:
     """Parse and validate onestep.json; InvalidModelError names the bad field."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InvalidModelError(f"{path.parent} has no {ONESTEP}: it is not a one-step student directory (make one with `swiftbrush distill`)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidModelError(f"{path} is not valid JSON ({e})") from None
+    missing = f"{path.parent} has no {ONESTEP}: it is not a one-step student directory (make one with `swiftbrush distill`)"
+    data = read_json(path, missing=missing)
+    if not isinstance(data, dict):
+        raise InvalidModelError(f"{path} is not a JSON object")
+    return parse_onestep(data, str(path))
+
+
+def parse_onestep(data: Mapping[str, Any], where: str = ONESTEP) -> OneStep:
+    """A OneStep from onestep.json's fields, checked; `where` names the source in the errors."""
     values: dict[str, Any] = {}
     for name, typ in _ONESTEP_FIELDS.items():
         if name not in data:
-            raise InvalidModelError(f"{path} lacks the field {name!r}")
+            raise InvalidModelError(f"{where} lacks the field {name!r}")
         value = data[name]
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, typ) or isinstance(value, bool):
-            raise InvalidModelError(f"{path}: {name} must be a {typ.__name__}, got {value!r}")
+            raise InvalidModelError(f"{where}: {name} must be a {typ.__name__}, got {value!r}")
         values[name] = value
     if values["prediction_type"] not in PREDICTION_TYPES:
-        raise InvalidModelError(f"{path}: prediction_type {values['prediction_type']!r} is not supported; one of {', '.join(PREDICTION_TYPES)}")
+        raise InvalidModelError(f"{where}: prediction_type {values['prediction_type']!r} is not supported; one of {', '.join(PREDICTION_TYPES)}")
     if not 0.0 < values["alpha_T"] < 1.0 or not math.isfinite(values["alpha_T"]):
-        raise InvalidModelError(f"{path}: alpha_T must be in (0, 1), got {values['alpha_T']}")
+        raise InvalidModelError(f"{where}: alpha_T must be in (0, 1), got {values['alpha_T']}")
     if not 0 <= values["timestep"] < 1000:
-        raise InvalidModelError(f"{path}: timestep must be in [0, 999], got {values['timestep']}")
+        raise InvalidModelError(f"{where}: timestep must be in [0, 999], got {values['timestep']}")
     extra = {k: v for k, v in data.items() if k not in _ONESTEP_FIELDS}
     return OneStep(**values, extra=extra)
+
+
+def write_onestep(folder: Path, onestep: OneStep | Mapping[str, Any]) -> OneStep:
+    """Write folder/onestep.json (atomically), checked by the reader's rules first: a writer never makes a file the reader refuses."""
+    checked = parse_onestep(onestep.to_json() if isinstance(onestep, OneStep) else onestep, str(Path(folder) / ONESTEP))
+    atomic_write(Path(folder) / ONESTEP, json.dumps(checked.to_json(), indent=2) + "\n")
+    return checked
 
 
 def one_step_scheduler(config: Any, prediction_type: str | None = None) -> Any:
@@ -108,3 +122,34 @@ def one_step_scheduler(config: Any, prediction_type: str | None = None) -> Any:
 
     kind = prediction_type or config.get("prediction_type", "epsilon")
     return DDIMScheduler.from_config(config, timestep_spacing="trailing", set_alpha_to_one=True, prediction_type=kind)
+
+
+def transformers_dtype(dtype: Any) -> dict[str, Any]:
+    """The from_pretrained keyword for a transformers model's dtype: 4.56 renamed `torch_dtype` to `dtype` and warns on the old name."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": dtype}
+
+
+def load_student_modules(folder: Path | str, dtype: Any, *, vae_dtype: Any = None, decoder: str = "vae") -> dict[str, Any]:
+    """A student folder's text encoder, UNet and decoder from safetensors, in eval mode without gradients.
+
+    The one loader of student weights (training's pipeline, the export, the torch backend),
+    so transformers' dtype keyword is handled in one place. `vae_dtype` defaults to `dtype`;
+    `decoder="taesd"` loads the tiny decoder of the `taesd/` subfolder instead of the KL VAE.
+    Loading errors propagate: each caller words its own one-line message.
+    """
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = Path(folder)  # each model from its own subfolder's path, so its config's _name_or_path names that folder
+    decoder_class, subfolder = (AutoencoderTiny, "taesd") if decoder == "taesd" else (AutoencoderKL, "vae")
+    modules = {
+        "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True, **transformers_dtype(dtype)),
+        "unet": UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype, use_safetensors=True),
+        "vae": decoder_class.from_pretrained(folder / subfolder, torch_dtype=vae_dtype or dtype, use_safetensors=True),
+    }
+    for module in modules.values():
+        module.eval().requires_grad_(False)
+    return modules

@@ -8,7 +8,6 @@ the EOS, and the number of dropped tokens is reported (and warned once per call)
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from swiftbrush_runtime.errors import InvalidModelError
+from swiftbrush_runtime.manifest import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +62,7 @@ class ClipTokenizer:
 
     @staticmethod
     def _read(path: Path) -> dict:
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InvalidModelError(f"{path} is not valid JSON ({e})") from None
+        return read_json(path, default={})  # the optional config files: absent means defaults
 
     def encode(self, prompts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
         """(ids [B, max_length] int32, tokens dropped per prompt by truncation)."""

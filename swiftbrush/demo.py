@@ -13,7 +13,6 @@ manifest.json of kind "demo" marks the folder as the demo's (`--overwrite` may r
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from swiftbrush.evaluate import default_guidance_scale, sample_teacher, score_fi
 from swiftbrush.teacher import load_teacher
 from swiftbrush.toy.grammar import all_captions
 from swiftbrush_runtime.images import labelled_grid
-from swiftbrush_runtime.manifest import MANIFEST, OutputKind, atomic_dir, check_out_dir, manifest_kind, relocate_source, write_manifest
+from swiftbrush_runtime.manifest import MANIFEST, OutputKind, atomic_dir, atomic_write, check_out_dir, manifest_kind, relocate_source, write_manifest
 
 # Columns of grid.png: one caption per (colour, shape) pair, the background cycling, so every
 # colour, shape and background appears (captions are ordered colour, shape, background).
@@ -34,12 +33,6 @@ GRID_CAPTIONS = [3 * i + i % 3 for i in range(12)]
 def _grid_columns(images: np.ndarray, per_caption: int) -> list[np.ndarray]:
     """The first image of each grid caption (images are grouped by caption)."""
     return [images[i * per_caption] for i in GRID_CAPTIONS]
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def recognise_demo(root: Path) -> str | None:
@@ -156,7 +149,7 @@ def _run_stages(work: Path, target: Path, per_caption: int, seed: int) -> dict[s
     columns = [all_captions()[i].text.removeprefix("a ").removesuffix(" background").replace(" on a ", " on ") for i in GRID_CAPTIONS]
     grid = labelled_grid([r for _, r in rows], [label for label, _ in rows], columns)
     grid.save(work / "grid.png")
-    _write_json(work / "report.json", report)
+    atomic_write(work / "report.json", json.dumps(report, indent=2) + "\n")
     return report
 
 

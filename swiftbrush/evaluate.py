@@ -25,6 +25,8 @@ from swiftbrush.errors import InvalidArgumentError
 from swiftbrush.teacher import TOY_NAMES, Teacher, load_teacher
 from swiftbrush.toy.grammar import all_captions
 from swiftbrush.toy.models import TOY_GUIDANCE_SCALE
+from swiftbrush_runtime.images import to_uint8
+from swiftbrush_runtime.onestep import ONESTEP
 
 SD_GUIDANCE_SCALE = 4.5  # SwiftBrush's CFG for SD teachers
 TEACHER_BATCH = 144  # prompts per teacher pipeline call (each batch is seeded by its offset)
@@ -67,7 +69,7 @@ def sample_teacher(
             output_type="np",
             callback_on_step_end=step_done,
         ).images
-        out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+        out.append(to_uint8(images, signed=False))
     return np.concatenate(out)
 
 
@@ -103,7 +105,7 @@ def evaluate_model(
         raise InvalidArgumentError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
     prompts = toy_prompts(per_caption)
     path = Path(model)
-    student = model not in TOY_NAMES and (path / "onestep.json").is_file()
+    student = model not in TOY_NAMES and (path / ONESTEP).is_file()
     if student:
         read_manifest(path, "student", verify=True)  # the check generate and export make: changed files are refused
     else:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from swiftbrush.errors import InvalidArgumentError
+from swiftbrush_runtime.manifest import atomic_write
 from swiftbrush_runtime.prompts import STDIN, PromptSet, read_prompts
 
 logger = logging.getLogger(__name__)
@@ -130,9 +131,7 @@ def encode_prompts(
     if truncated:
         logger.warning("%d of %d prompts are longer than %d tokens and were truncated", truncated, len(prompts), limit)
     index = {"key": key, "count": len(prompts), "truncated": truncated, "shard_size": SHARD_SIZE, "shards": shards, "bytes": total_bytes, "source": prompts.source}
-    tmp = index_file.with_name(f".{index_file.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(index, indent=2) + "\n")
-    os.replace(tmp, index_file)  # written last: a cache without index.json is recomputed
+    atomic_write(index_file, json.dumps(index, indent=2) + "\n")  # written last: a cache without index.json is recomputed
     return PromptEmbeddings(folder, index)
 
 
@@ -150,6 +149,4 @@ def encode_text(tokenizer: Any, text_encoder: Any, texts: Sequence[str]) -> Any:
 
 
 def _save_atomic(save_file: Any, tensors: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: ranks that encode at once never share a file
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))  # a per-process temporary: ranks that encode at once never share one

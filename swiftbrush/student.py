@@ -28,7 +28,6 @@ diffusers' own pipeline makes the same image, bit for bit, as SD-Turbo users cal
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -40,18 +39,15 @@ from PIL import Image
 
 from swiftbrush.errors import InvalidArgumentError, InvalidModelError
 from swiftbrush_runtime.errors import first_line
-from swiftbrush_runtime.onestep import one_step_scheduler
+from swiftbrush_runtime.generator import initial_latents
+from swiftbrush_runtime.images import to_uint8
+from swiftbrush_runtime.manifest import package_versions
+from swiftbrush_runtime.onestep import ONESTEP, STUDENT_TIMESTEP, OneStep, load_student_modules, one_step_scheduler, write_onestep, x0_coefficients
 from swiftbrush_runtime.onestep import read_onestep as parse_onestep
-from swiftbrush.losses import output_to_x0
 from swiftbrush.prompts import encode_text
 
-ONESTEP = "onestep.json"
 LATENT_CHANNELS = 4
-
-
-def initial_latents(seed: int, batch: int, channels: int, h: int, w: int) -> np.ndarray:
-    """The initial noise for `seed`, drawn with numpy so torch-free runtimes reproduce it exactly."""
-    return np.random.default_rng(seed).standard_normal((batch, channels, h, w), dtype=np.float32)
+VERSIONED = ("swiftbrush", "torch", "diffusers", "transformers", "peft", "accelerate")  # what a student manifest's versions list
 
 
 def read_onestep(student_dir: Path) -> dict[str, Any]:
@@ -60,17 +56,19 @@ def read_onestep(student_dir: Path) -> dict[str, Any]:
 
 
 def one_step_x0(unet: Any, latents: Any, text_emb: Any, timestep: int, alpha_T: float, prediction_type: str = "epsilon") -> Any:
-    """The student's whole sampler: one UNet call at T, its eps (or v) converted to x0 (float32)."""
+    """The student's whole sampler: one UNet call at T, its eps (or v) converted to x0 (float32).
+
+    The conversion is x0_coefficients', the map the export bakes into the graph and every runtime backend applies.
+    """
     t = torch.full((latents.shape[0],), timestep, device=latents.device, dtype=torch.long)
     out = unet(latents.to(unet.dtype), t, text_emb.to(unet.dtype)).sample
-    return output_to_x0(out.float(), latents.float(), alpha_T, prediction_type)
+    k, m = x0_coefficients(prediction_type, float(alpha_T))
+    return (latents.float() - k * out.float()) * m
 
 
 def decode_to_uint8(vae: Any, x0: Any, scaling_factor: float) -> np.ndarray:
     """Latents -> uint8 NxHxWx3 images through the (fp32) VAE decoder."""
-    image = vae.decode((x0 / scaling_factor).to(vae.dtype)).sample.float()
-    image = ((image / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-    return image.permute(0, 2, 3, 1).cpu().numpy()
+    return to_uint8(vae.decode((x0 / scaling_factor).to(vae.dtype)).sample.float().cpu().numpy())
 
 
 class OneStepPipeline(DiffusionPipeline):
@@ -83,8 +81,8 @@ class OneStepPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
         alphas = scheduler.alphas_cumprod
         self.onestep = onestep or {
-            "timestep": 999,
-            "alpha_T": float(alphas[999]),
+            "timestep": STUDENT_TIMESTEP,
+            "alpha_T": float(alphas[STUDENT_TIMESTEP]),
             "prediction_type": str(scheduler.config.get("prediction_type", "epsilon")),
             "resolution": int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1),
             "latent_channels": int(unet.config.in_channels),
@@ -95,8 +93,8 @@ class OneStepPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, student_dir: str | Path, torch_dtype: Any = None, device: Any = None, **_: Any) -> "OneStepPipeline":  # type: ignore[override]
         """Load a student directory written by `swiftbrush distill` (safetensors only)."""
-        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
+        from diffusers import DDIMScheduler
+        from transformers import CLIPTokenizer
 
         from swiftbrush_runtime.manifest import read_manifest
 
@@ -105,16 +103,12 @@ class OneStepPipeline(DiffusionPipeline):
         onestep = read_onestep(path)
         dtype = torch_dtype or torch.float32
         try:
-            unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, use_safetensors=True)
-            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32, use_safetensors=True)
-            text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, use_safetensors=True)
+            modules = load_student_modules(path, dtype, vae_dtype=torch.float32)
             tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
             scheduler = one_step_scheduler(DDIMScheduler.load_config(path, subfolder="scheduler"))
         except Exception as e:  # truncated or foreign files: one line, not a traceback
             raise InvalidModelError(f"student in {path} does not load ({first_line(e)}); rebuild it with `swiftbrush distill`") from None
-        pipe = cls(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, onestep=onestep)
-        for module in (unet, vae, text_encoder):
-            module.eval().requires_grad_(False)
+        pipe = cls(**modules, tokenizer=tokenizer, scheduler=scheduler, onestep=onestep)
         return pipe.to(device) if device is not None else pipe
 
     @torch.no_grad()
@@ -164,12 +158,11 @@ class OneStepPipeline(DiffusionPipeline):
             images: Any = x0
         else:
             image = self.vae.decode((x0 / float(cfg["scaling_factor"])).to(self.vae.dtype)).sample.float()
-            image = (image / 2 + 0.5).clamp(0, 1)
-            if output_type == "pt":
-                images = image
+            if output_type == "pil":
+                images = [Image.fromarray(a) for a in to_uint8(image.cpu().numpy())]
             else:
-                array = image.permute(0, 2, 3, 1).cpu().numpy()
-                images = array if output_type == "np" else [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array]
+                image = (image / 2 + 0.5).clamp(0, 1)
+                images = image if output_type == "pt" else image.permute(0, 2, 3, 1).cpu().numpy()
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
@@ -205,18 +198,16 @@ def write_student(out: Path, unet: Any, teacher: Any, guidance_scale: float, mad
 
     from swiftbrush_runtime.manifest import atomic_dir, write_manifest
 
-    alphas = teacher.scheduler.alphas_cumprod
-    onestep = {
-        "timestep": 999,
-        "alpha_T": float(alphas[999]),
-        "prediction_type": teacher.prediction_type,
-        "resolution": int(teacher.resolution),
-        "latent_channels": int(unet.config.in_channels),
-        "vae_scale_factor": int(teacher.vae_scale_factor),
-        "scaling_factor": float(teacher.vae.config.scaling_factor),
-        "teacher": str(teacher.source),
-        "guidance_scale": float(guidance_scale),
-    }
+    onestep = OneStep(
+        timestep=STUDENT_TIMESTEP,
+        alpha_T=float(teacher.scheduler.alphas_cumprod[STUDENT_TIMESTEP]),
+        prediction_type=teacher.prediction_type,
+        resolution=int(teacher.resolution),
+        latent_channels=int(unet.config.in_channels),
+        vae_scale_factor=int(teacher.vae_scale_factor),
+        scaling_factor=float(teacher.vae.config.scaling_factor),
+        extra={"teacher": str(teacher.source), "guidance_scale": float(guidance_scale)},
+    )
     with atomic_dir(Path(out), overwrite=overwrite, kind="student") as tmp:
         pipe = StableDiffusionPipeline(
             vae=teacher.vae, text_encoder=teacher.text_encoder, tokenizer=teacher.tokenizer, unet=unet,
@@ -226,18 +217,7 @@ def write_student(out: Path, unet: Any, teacher: Any, guidance_scale: float, mad
         # The teacher's own tokenizer files (they include tokenizer.json, which the torch-free runtime reads).
         shutil.rmtree(tmp / "tokenizer")
         shutil.copytree(Path(teacher.path) / "tokenizer", tmp / "tokenizer")
-        (tmp / ONESTEP).write_text(json.dumps(onestep, indent=2) + "\n")
-        write_manifest(tmp, "student", made_from=made_from, onestep=onestep, versions=_versions())
+        write_onestep(tmp, onestep)
+        write_manifest(tmp, "student", made_from=made_from, onestep=onestep.to_json(), versions=package_versions(VERSIONED))
     return Path(out)
 
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in ("swiftbrush", "torch", "diffusers", "transformers", "peft", "accelerate"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found

@@ -20,11 +20,11 @@ from typing import Any
 
 from swiftbrush.errors import InvalidModelError, OfflineError, UnsupportedModelError
 from swiftbrush_runtime.errors import first_line
-from swiftbrush_runtime.onestep import PREDICTION_TYPES
+from swiftbrush_runtime.manifest import read_json
+from swiftbrush_runtime.onestep import COMPONENTS, PREDICTION_TYPES, transformers_dtype
 from swiftbrush_runtime.toy_assets import TOY_TEACHER_DIR
 
 TOY_NAMES = ("toy", "toy-teacher")
-COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_PATTERNS = ["model_index.json", *(f"{c}/*" for c in COMPONENTS)]
 _SUPPORTED_PIPELINES = {"StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "OnnxStableDiffusionPipeline"}
@@ -119,7 +119,7 @@ def check_teacher_folder(path: Path) -> dict[str, Any]:
     index_file = path / "model_index.json"
     if not index_file.is_file():
         raise InvalidModelError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
-    index = _read_json(index_file)
+    index = read_json(index_file)
     name = index.get("_class_name", "?")
     if "text_encoder_2" in index or "XL" in str(name):
         raise UnsupportedModelError(f"{path} is an SDXL pipeline ({name}); supported teachers are SD 1.5, SD 2.1 base and SD-Turbo")
@@ -128,8 +128,8 @@ def check_teacher_folder(path: Path) -> dict[str, Any]:
     missing = [c for c in COMPONENTS if not (path / c).is_dir()]
     if missing:
         raise InvalidModelError(f"{path} lacks the component folder(s) {', '.join(missing)}")
-    sched = _read_json(path / "scheduler" / "scheduler_config.json")
-    unet = _read_json(path / "unet" / "config.json")
+    sched = read_json(path / "scheduler" / "scheduler_config.json")
+    unet = read_json(path / "unet" / "config.json")
     prediction = sched.get("prediction_type", "epsilon")
     if prediction not in PREDICTION_TYPES:
         raise UnsupportedModelError(
@@ -157,7 +157,7 @@ def load_teacher(source: str | Path, *, device: str = "cpu", dtype: Any = None, 
     try:
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **common)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32, use_safetensors=True, variant=variant)
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, use_safetensors=True, variant=variant)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", use_safetensors=True, variant=variant, **transformers_dtype(dtype))
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
     except Exception as e:  # corrupted safetensors, truncated file, wrong shapes: one line, not a traceback
         raise InvalidModelError(f"teacher weights in {path} do not load ({first_line(e)}); re-download or re-export the folder") from None
@@ -188,13 +188,13 @@ def load_student_init(source: str | Path, teacher: Teacher) -> Any:
         raise InvalidModelError(f"{what} {source} is an ONNX export; pass the student or pipeline folder it was made from")
     if (path / "unet" / "config.json").is_file():
         unet_dir = path / "unet"
-    elif (path / "config.json").is_file() and _read_json(path / "config.json").get("_class_name") == "UNet2DConditionModel":
+    elif (path / "config.json").is_file() and read_json(path / "config.json").get("_class_name") == "UNet2DConditionModel":
         unet_dir = path  # a bare UNet folder: it has no scheduler to say what it predicts
     else:
         raise InvalidModelError(f"{what} {source}: {path} holds neither a unet/ folder nor a UNet2DConditionModel config.json")
     sched_file = path / "scheduler" / "scheduler_config.json"
     if sched_file.is_file():
-        prediction = _read_json(sched_file).get("prediction_type", "epsilon")
+        prediction = read_json(sched_file).get("prediction_type", "epsilon")
         if prediction != teacher.prediction_type:
             raise UnsupportedModelError(f"{what} {source} predicts {prediction!r} but the teacher predicts {teacher.prediction_type!r}; start from a model of the teacher's kind")
     try:
@@ -213,8 +213,3 @@ def load_student_init(source: str | Path, teacher: Teacher) -> Any:
         raise UnsupportedModelError(f"{what} {source} is not the teacher's UNet architecture ({'; '.join(differ[:2])}{more}); start from a fine-tune of the teacher")
     return unet
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    from swiftbrush_runtime.manifest import read_json
-
-    return read_json(path)

@@ -1,6 +1,9 @@
 """Tiny random SD-structured models the tests build in seconds: a student directory,
 a teacher folder, and the helper comparing optimum's pipeline with the runtime.
 
+Student folders get their onestep.json and manifest from the runtime's own writers
+(write_onestep, write_manifest), so export and runtime tests read what distill writes.
+
 A plain module, not conftest.py: tests import these by name, and two conftest modules
 (tests/ and tests/swiftbrush/) would race for the one name `conftest` in sys.modules,
 so `pytest tests/swiftbrush tests/export` failed to collect.
@@ -8,7 +11,6 @@ so `pytest tests/swiftbrush tests/export` failed to collect.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -19,10 +21,10 @@ def make_tiny_student(out: Path, seed: int = 0) -> Path:
     from diffusers import AutoencoderKL, AutoencoderTiny, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from swiftbrush_runtime.onestep import one_step_scheduler
+    from swiftbrush_runtime.manifest import write_manifest
+    from swiftbrush_runtime.onestep import STUDENT_TIMESTEP, OneStep, one_step_scheduler, write_onestep
     from swiftbrush.toy import models
     from swiftbrush.toy.vocab import write_tokenizer
-    from swiftbrush_runtime.manifest import write_manifest
 
     out = Path(out)
     tok_dir = out / "tokenizer"
@@ -54,19 +56,11 @@ def make_tiny_student(out: Path, seed: int = 0) -> Path:
         encoder_block_out_channels=(16, 16, 16, 16), decoder_block_out_channels=(16, 16, 16, 16),
         num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4,
     ).save_pretrained(out / "taesd", safe_serialization=True)
-    alpha_T = float(scheduler.alphas_cumprod[999])
-    onestep = {
-        "timestep": 999,
-        "alpha_T": alpha_T,
-        "prediction_type": "epsilon",
-        "resolution": models.RESOLUTION,
-        "latent_channels": 4,
-        "vae_scale_factor": 8,
-        "scaling_factor": float(vae.config.scaling_factor),
-        "teacher": "random-tiny",
-        "guidance_scale": 1.5,
-    }
-    (out / "onestep.json").write_text(json.dumps(onestep, indent=2) + "\n")
+    write_onestep(out, OneStep(
+        timestep=STUDENT_TIMESTEP, alpha_T=float(scheduler.alphas_cumprod[STUDENT_TIMESTEP]), prediction_type="epsilon",
+        resolution=models.RESOLUTION, latent_channels=4, vae_scale_factor=8, scaling_factor=float(vae.config.scaling_factor),
+        extra={"teacher": "random-tiny", "guidance_scale": 1.5},
+    ))  # fmt: skip
     write_manifest(out, "student", teacher="random-tiny", step=0)
     return out
 
@@ -80,25 +74,19 @@ def student_from_teacher(teacher: Path, out: Path) -> Path:
     """
     from diffusers import AutoencoderKL, DDPMScheduler
 
-    from swiftbrush_runtime.manifest import write_manifest
+    from swiftbrush_runtime.manifest import read_json, write_manifest
+    from swiftbrush_runtime.onestep import STUDENT_TIMESTEP, OneStep, write_onestep
 
     shutil.copytree(teacher, out, ignore=shutil.ignore_patterns("manifest.json", "*.bin", "*.ckpt"))
     scheduler = DDPMScheduler.from_pretrained(out, subfolder="scheduler")
     vae_cfg = AutoencoderKL.load_config(out, subfolder="vae")
-    unet_cfg = json.loads((out / "unet" / "config.json").read_text())
+    unet_cfg = read_json(out / "unet" / "config.json")
     vae_scale = 2 ** (len(vae_cfg["block_out_channels"]) - 1)
-    onestep = {
-        "timestep": 999,
-        "alpha_T": float(scheduler.alphas_cumprod[999]),
-        "prediction_type": "epsilon",
-        "resolution": int(unet_cfg["sample_size"]) * vae_scale,
-        "latent_channels": int(unet_cfg["in_channels"]),
-        "vae_scale_factor": vae_scale,
-        "scaling_factor": float(vae_cfg.get("scaling_factor", 0.18215)),
-        "teacher": str(teacher),
-        "guidance_scale": 1.5,
-    }
-    (out / "onestep.json").write_text(json.dumps(onestep, indent=2) + "\n")
+    write_onestep(out, OneStep(
+        timestep=STUDENT_TIMESTEP, alpha_T=float(scheduler.alphas_cumprod[STUDENT_TIMESTEP]), prediction_type="epsilon",
+        resolution=int(unet_cfg["sample_size"]) * vae_scale, latent_channels=int(unet_cfg["in_channels"]), vae_scale_factor=vae_scale,
+        scaling_factor=float(vae_cfg.get("scaling_factor", 0.18215)), extra={"teacher": str(teacher), "guidance_scale": 1.5},
+    ))  # fmt: skip
     write_manifest(out, "student", teacher=str(teacher), step=0)
     return out
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from swiftbrush_runtime.backends.base import Backend, BackendUnavailableError
 from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError, first_line
-from swiftbrush_runtime.onestep import read_onestep
+from swiftbrush_runtime.onestep import ONESTEP, load_student_modules, read_onestep
 
 
 class TorchBackend(Backend):
@@ -35,8 +35,8 @@ class TorchBackend(Backend):
     ) -> None:
         try:
             import torch
-            from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
-            from transformers import CLIPTextModel
+            from diffusers import AutoencoderKL
+            from transformers import CLIPTextModel  # noqa: F401  (load_student_modules needs it: fail here, with the install line)
         except ImportError:
             raise BackendUnavailableError("the torch backend needs torch, diffusers and transformers: pip install 'swiftbrush[train]'") from None
         self.torch = torch
@@ -47,7 +47,7 @@ class TorchBackend(Backend):
             raise BackendUnavailableError("device cuda asked for, but torch sees no CUDA GPU (CPU-only torch build or no driver)")
         self.device = device
         self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        one = read_onestep(Path(path) / "onestep.json")
+        one = read_onestep(Path(path) / ONESTEP)
         from swiftbrush_runtime.backends import decoder_graph
 
         decoder_graph(manifest, decoder)  # the choice checked before seconds of loading
@@ -60,22 +60,17 @@ class TorchBackend(Backend):
         k, m = one.x0_coefficients()  # x0 = (noise - k * output) * m; the decoder takes x0 / scaling_factor
         self.c_eps, self.c_out = k, m / one.scaling_factor
         self.timestep = one.timestep
-        common = dict(use_safetensors=True)
         try:
-            self.text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **{_transformers_dtype_kwarg(): self.dtype}, **common)
-            self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=self.dtype, **common)
-            if self.decoder == "taesd":  # decodes the scaled latent x0: undo the KL VAE's 1/scaling_factor
-                self.vae = AutoencoderTiny.from_pretrained(path, subfolder="taesd", torch_dtype=self.dtype, **common)
-                self.latent_scale = one.scaling_factor
-            else:
-                self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=self.dtype, **common)
-                self.latent_scale = 1.0
+            modules = load_student_modules(path, self.dtype, decoder=self.decoder)
         except Exception as e:
             raise InvalidModelError(f"student weights in {path} do not load ({first_line(e)})") from None
+        self.text_encoder, self.unet, self.vae = modules["text_encoder"], modules["unet"], modules["vae"]
+        # The tiny decoder decodes the scaled latent x0: undo the KL VAE's 1/scaling_factor.
+        self.latent_scale = one.scaling_factor if self.decoder == "taesd" else 1.0
         if isinstance(self.vae, AutoencoderKL):  # one step only decodes: the encoder is dead weight (34M params)
             self.vae.encoder = self.vae.quant_conv = None
         for m in (self.text_encoder, self.unet, self.vae):
-            m.to(device).eval().requires_grad_(False)
+            m.to(device)
         if device.startswith("cuda"):
             # Measured on an H100 (RESULTS.md, levers): channels-last speeds up the UNet and the
             # tiny decoder but slows the KL VAE decoder (cuDNN's NCHW kernels win at 512x512).
@@ -207,11 +202,3 @@ def capture_cuda_graph(torch: Any, fn: Any, *inputs: Any) -> tuple:
     with torch.cuda.graph(graph):
         out = fn(*static)
     return graph, static, out
-
-
-def _transformers_dtype_kwarg() -> str:
-    """transformers 4.56 renamed from_pretrained's `torch_dtype` to `dtype` and warns on the old name."""
-    import transformers
-
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"

@@ -18,7 +18,6 @@ and their JIT-compiled kernels are kept in `runtime_cache.bin` beside the engine
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ import numpy as np
 from swiftbrush_runtime import trt_compat
 from swiftbrush_runtime.backends.base import Backend, BackendUnavailableError
 from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
+from swiftbrush_runtime.manifest import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -250,14 +250,11 @@ class TrtBackend(Backend):
         data = bytes(self.runtime_cache.serialize())
         if not data or data == self._cache_loaded:
             return
-        tmp = self.path / f".{RUNTIME_CACHE}.tmp-{os.getpid()}"
         try:
-            tmp.write_bytes(data)
-            os.replace(tmp, self.path / RUNTIME_CACHE)
+            atomic_write(self.path / RUNTIME_CACHE, data)
             self._cache_loaded = data
         except OSError as e:
             logger.warning("could not keep the runtime cache in %s (%s): the next run compiles its kernels again", self.path, e.strerror)
-            tmp.unlink(missing_ok=True)
 
     # --- stages ---------------------------------------------------------------
 

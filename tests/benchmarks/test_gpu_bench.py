@@ -1,4 +1,4 @@
-"""benchmarks/gpu_bench.py --tiny on CPU: the real command, every case, checked for shape and parity, never for speed.
+"""python -m benchmarks.gpu_bench --tiny on CPU: the real command, every case, checked for shape and parity, never for speed.
 
 The fp8 case needs a CUDA GPU of compute capability >= 8.9, so here it is a skip record; with
 torchao installed, it also runs for real on CPU with torchao's GPU check lifted (torch's CPU
@@ -7,7 +7,7 @@ _scaled_mm does the float8 matmuls), so the code a GPU slot runs has run once be
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -25,19 +25,16 @@ FP8_ROWS = ["fp8: per-tensor", "fp8: per-row, bf16 UNet"]
 
 @pytest.fixture(scope="module")
 def gpu_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.gpu_bench")  # the package at the repo root (pytest's pythonpath)
 
 
 def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path, tiny_student: Path):
     cmd = [
-        sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--tiny", "--device", "cpu", "--out", str(tmp_path),
+        sys.executable, "-m", "benchmarks.gpu_bench", "--tiny", "--device", "cpu", "--out", str(tmp_path),
         "--cases", ",".join(CASES), "--decoders", "vae,taesd", "--batches", "1,2", "--iters", "1", "--warmup", "0",
         "--toy-quality", str(tiny_student), "--profile",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_bench.json").read_text())
 
@@ -87,7 +84,9 @@ def test_tiny_run_reports_every_case_with_fp32_parity(tmp_path: Path, tiny_stude
 def test_fp8_filter_keeps_scaled_mm_shapes_and_leaves_time_embedding_and_torchao_128x128_out(gpu_bench: ModuleType):
     import torch
 
-    per_tensor, per_row = gpu_bench.fp8_filter("tensor"), gpu_bench.fp8_filter("row")
+    from benchmarks.fp8 import fp8_filter
+
+    per_tensor, per_row = fp8_filter("tensor"), fp8_filter("row")
     for keep in (per_tensor, per_row):
         assert keep(torch.nn.Linear(320, 1280), "down_blocks.0.attentions.0.proj_in")
         assert not keep(torch.nn.Linear(320, 1280), "down_blocks.0.resnets.0.time_emb_proj")
@@ -118,7 +117,9 @@ def test_fp8_case_runs_on_cpu_beside_compile_graph(gpu_bench: ModuleType, monkey
 
     rows = {r["case"]: r for r in report["cases"]}
     assert set(rows) == {"compile_graph", *FP8_ROWS} and all(r["status"] == "ok" for r in rows.values()), report["cases"]
-    unet = UNet2DConditionModel(**gpu_bench.sizes.TINY_UNET)
+    from benchmarks.sd_configs import TINY_UNET
+
+    unet = UNet2DConditionModel(**TINY_UNET)
     linear = [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear)]
     time_embedding = [n for n in linear if "time_emb" in n]
     assert time_embedding  # the tiny UNet has no 128x128 Linear: only these stay unquantised
