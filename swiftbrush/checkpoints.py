@@ -37,6 +37,7 @@ from swiftbrush.config import DistillConfig
 from swiftbrush.errors import InvalidArgumentError
 from swiftbrush.optim_state import load_optimizer_state, save_optimizer_state
 from swiftbrush.runlog import quiet_diffusers
+from swiftbrush_runtime.manifest import atomic_write
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
@@ -194,8 +195,6 @@ def check_resume(state: dict[str, Any], config: DistillConfig, teacher_id: str, 
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """JSON written to a temporary file and renamed: a reader never sees half of it."""
+    """JSON written through a temporary file and a rename (manifest.atomic_write): a reader never sees half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n")

@@ -20,12 +20,10 @@ from typing import Any
 
 from swiftbrush.errors import InvalidArgumentError
 from swiftbrush.toy.models import TOY_VSD_GUIDANCE_SCALE
+from swiftbrush_runtime.onestep import STUDENT_TIMESTEP  # the student's fixed input timestep, owned with onestep.json
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (accelerate's set_seed) takes 32 bits
-# The one-step student's input timestep T (its input is pure noise). Fixed, not a setting: the student
-# folder's one-step DDIM (trailing spacing), onestep.json and the sample grids all run at 999.
-STUDENT_TIMESTEP = 999
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from swiftbrush.config import STUDENT_TIMESTEP
+from swiftbrush_runtime.onestep import STUDENT_TIMESTEP
 
 
 def progress_bar(total: int, initial: int, main: bool) -> Any:

@@ -52,7 +52,8 @@ import numpy as np
 import torch
 
 from swiftbrush.checkpoints import Checkpointer, check_resume, latest_checkpoint, read_trainer_state, write_json
-from swiftbrush.config import STUDENT_TIMESTEP, DistillConfig
+from swiftbrush.config import DistillConfig
+from swiftbrush_runtime.onestep import STUDENT_TIMESTEP
 from swiftbrush.errors import InvalidArgumentError, SwiftBrushError
 from swiftbrush.launch import lone_accelerate_cpu_rank
 from swiftbrush.losses import cfg, lora_denoising_loss, output_to_eps, output_to_x0, sds_loss, vsd_loss
