@@ -13,6 +13,7 @@ from swiftbrush_export.engine import engine_profiles
 from swiftbrush_runtime.backends.trt import EngineMismatchError, check_engine_compat
 from swiftbrush_runtime.errors import InvalidArgumentError
 from swiftbrush_runtime.manifest import read_manifest
+from cli_checks import one_line_exit_2 as _one_line_exit_2
 
 
 def test_profiles_static_and_dynamic(onnx_fp32: Path, onnx_fp16: Path):
@@ -28,12 +29,6 @@ def test_profiles_static_and_dynamic(onnx_fp32: Path, onnx_fp16: Path):
     with pytest.raises(InvalidArgumentError, match="--dynamic needs"):
         engine_profiles(read_manifest(onnx_fp16, "onnx"), dynamic=True, batch=None)
 
-
-def _one_line_exit_2(result):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def test_cli_engine_without_tensorrt(onnx_fp16: Path, tmp_path: Path):

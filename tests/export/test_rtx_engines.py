@@ -25,6 +25,7 @@ from swiftbrush_runtime.backends.trt import import_tensorrt_rtx
 from swiftbrush_runtime.errors import InvalidModelError
 from swiftbrush_runtime.manifest import read_manifest
 from trt_fakes import strict_trt
+from cli_checks import one_line_exit_2 as _one_line_exit_2
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = "sm86"
@@ -105,12 +106,6 @@ def test_engine_build_needs_no_onnx_package(rtx, onnx_fp16: Path, tmp_path: Path
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
 
-
-def _one_line_exit_2(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("[")]  # [TRT] log lines aside
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -6,21 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import swiftbrush_runtime.bench
-from swiftbrush.cli import cli
+from cli_checks import invoke as _invoke, one_line_exit_2 as _one_line_exit_2
 
 
-def _invoke(*args: str):
-    return CliRunner().invoke(cli, list(args))
-
-
-def _one_line_exit_2(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 @pytest.mark.parametrize("backend", ["torch", "tensorrt"])

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from swiftbrush.cli import cli
 from swiftbrush_runtime.cli_options import probe_output_file
 from swiftbrush_runtime.errors import InvalidArgumentError
+from cli_checks import invoke as _invoke, one_line_exit_2 as _one_line_exit_2
 
 
 def _commands(group: click.Group = cli, prefix: tuple[str, ...] = ()):
@@ -21,15 +21,6 @@ def _commands(group: click.Group = cli, prefix: tuple[str, ...] = ()):
             yield (*prefix, name), command
 
 
-def _invoke(*args: str):
-    return CliRunner().invoke(cli, list(args))
-
-
-def _one_line_exit_2(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def test_every_option_has_help_and_integers_are_typed():

@@ -13,25 +13,15 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from swiftbrush.cli import cli
 from swiftbrush_runtime.errors import InvalidArgumentError
 from swiftbrush_runtime.manifest import atomic_dir, check_out_dir, read_manifest, write_manifest
+from cli_checks import invoke as _invoke, one_line_exit_2 as _one_line_exit_2
 
 PROMPT = "a red circle on a blue background"
 
 
-def _invoke(*args: str):
-    return CliRunner().invoke(cli, list(args))
-
-
-def _one_line_exit_2(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from swiftbrush.cli import cli
 from swiftbrush.errors import InvalidArgumentError
+from cli_checks import one_line_exit_2 as _one_line_exit_2
 
 FAST = ["--preset", "toy", "--batch-size", "2"]
 
@@ -22,12 +23,6 @@ FAST = ["--preset", "toy", "--batch-size", "2"]
 def _distill(teacher: Path | str, out: Path | str, *extra: str):
     return CliRunner().invoke(cli, ["distill", "--teacher", str(teacher), "--prompts", "toy", "--out", str(out), *FAST, *extra])
 
-
-def _one_line_exit_2(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
