@@ -42,8 +42,9 @@ from swiftbrush_runtime.errors import first_line
 from swiftbrush_runtime.generator import initial_latents
 from swiftbrush_runtime.images import to_uint8
 from swiftbrush_runtime.manifest import package_versions
-from swiftbrush_runtime.onestep import ONESTEP, STUDENT_TIMESTEP, OneStep, load_student_modules, one_step_scheduler, write_onestep, x0_coefficients
+from swiftbrush_runtime.onestep import ONESTEP, STUDENT_TIMESTEP, OneStep, load_student_modules, one_step_scheduler, write_onestep
 from swiftbrush_runtime.onestep import read_onestep as parse_onestep
+from swiftbrush.losses import output_to_x0
 from swiftbrush.prompts import encode_text
 
 LATENT_CHANNELS = 4
@@ -56,14 +57,10 @@ def read_onestep(student_dir: Path) -> dict[str, Any]:
 
 
 def one_step_x0(unet: Any, latents: Any, text_emb: Any, timestep: int, alpha_T: float, prediction_type: str = "epsilon") -> Any:
-    """The student's whole sampler: one UNet call at T, its eps (or v) converted to x0 (float32).
-
-    The conversion is x0_coefficients', the map the export bakes into the graph and every runtime backend applies.
-    """
+    """The student's whole sampler: one UNet call at T, its eps (or v) converted to x0 (float32)."""
     t = torch.full((latents.shape[0],), timestep, device=latents.device, dtype=torch.long)
     out = unet(latents.to(unet.dtype), t, text_emb.to(unet.dtype)).sample
-    k, m = x0_coefficients(prediction_type, float(alpha_T))
-    return (latents.float() - k * out.float()) * m
+    return output_to_x0(out.float(), latents.float(), alpha_T, prediction_type)
 
 
 def decode_to_uint8(vae: Any, x0: Any, scaling_factor: float) -> np.ndarray:
