@@ -24,7 +24,7 @@ RUN_FILE = "run.json"
 
 # What a run folder holds (paths relative to it); --overwrite replaces a folder only if it holds nothing else.
 RUN_FILES = re.compile(
-    r"run\.json|run\.tmp|\.shared-check-[^/]+"
+    r"run\.json|\.run\.json\.tmp-\d+|\.shared-check-[^/]+"
     r"|checkpoints/(\.tmp-)?checkpoint-\d+/.+"
     r"|logs/(train\.jsonl|loss_curve\.png)"
     r"|samples/step-\d+\.png"

@@ -119,7 +119,7 @@ def test_onestep_json_and_manifests_are_written_only_by_their_owners():
 
 def test_temporary_files_are_named_by_one_function():
     """Hand-rolled `tmp + os.replace` writes are gone outside the owner (the training loop's checkpoints are their own)."""
-    skip = {"runtime/manifest.py", "swiftbrush/train.py"}
+    skip = {"runtime/manifest.py", "swiftbrush/checkpoints.py"}  # checkpoints.py renames a whole checkpoint folder into place
     offenders = [p.relative_to(ROOT).as_posix() for p in _python_files()
                  if "os.replace(" in p.read_text() and p.relative_to(ROOT).as_posix() not in skip]  # fmt: skip
     assert offenders == [], offenders
