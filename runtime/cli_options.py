@@ -11,6 +11,7 @@ and exit status 2, the same as a bad value found later by the command itself.
 from __future__ import annotations
 
 import functools
+import json
 import importlib.util
 import os
 import tempfile
@@ -20,6 +21,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from swiftbrush_runtime.errors import InvalidArgumentError, SwiftBrushError
+from swiftbrush_runtime.manifest import atomic_write
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,6 +89,8 @@ def probe_output_file(path: Path | str, flag: str) -> Path:
         if path.exists():
             if not os.access(path, os.W_OK):
                 raise PermissionError(13, "Permission denied")
+            if not _is_json_report(path):  # never replace a file the command did not write
+                raise InvalidArgumentError(f"{flag} {path} exists and is not a JSON report; choose a new file name (an earlier report is replaced)")
         else:
             tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.probe-", delete=True).close()
     except OSError as e:
@@ -128,9 +132,17 @@ def needs_extra(*extras: str) -> Callable[[F], F]:
     return wrap
 
 
+def _is_json_report(path: Path) -> bool:
+    """A file a --json flag wrote: a JSON object (a user's text, image or list is none)."""
+    try:
+        return path.stat().st_size < (64 << 20) and isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        return False
+
+
 def write_text_output(path: Path | str, text: str) -> None:
-    """Write a --json report to `path`, or print it when `path` is '-'."""
+    """Write a --json report to `path` (atomically), or print it when `path` is '-'."""
     if str(path) == "-":
         click.echo(text)
     else:
-        Path(path).write_text(text if text.endswith("\n") else text + "\n")
+        atomic_write(Path(path), text if text.endswith("\n") else text + "\n")

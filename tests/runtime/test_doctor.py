@@ -84,3 +84,17 @@ def test_a_gpu_machine(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(swiftbrush_runtime.cuda, "gpu_identity", broken)
     text = doctor.format_report(doctor.doctor_report())
     assert "GPU 0: NVIDIA H200 (UUID: GPU-1); cuda runtime unavailable (CUDA driver version is insufficient" in text and "second line" not in text
+
+
+def test_json_report_never_replaces_a_file_it_did_not_write(tmp_path):
+    """--json FILE replaces an earlier report, and refuses a user's file (one line, exit 2, file unchanged)."""
+    from cli_checks import invoke, one_line_exit_2
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my thesis\n")
+    line = one_line_exit_2(invoke("doctor", "--json", str(notes)))
+    assert "exists and is not a JSON report" in line and notes.read_text() == "my thesis\n"
+    report = tmp_path / "doctor.json"
+    assert invoke("doctor", "--json", str(report)).exit_code == 0
+    assert invoke("doctor", "--json", str(report)).exit_code == 0  # its own earlier report is replaced
+    assert "backends" in json.loads(report.read_text())
