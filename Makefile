@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/swiftbrush demo --out out/demo --overwrite
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -rs
 
 clean:
 	rm -rf out .pytest_cache
