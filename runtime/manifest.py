@@ -319,6 +319,12 @@ def swap_in(new: Path, out: Path) -> None:
         os.replace(new, out)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_dir(out: Path | str, overwrite: bool = False, *, kind: str | OutputKind | None = None, inputs: Inputs = (),
                flag: str = "--out") -> Iterator[Path]:  # fmt: skip
@@ -334,6 +340,7 @@ def atomic_dir(out: Path | str, overwrite: bool = False, *, kind: str | OutputKi
     try:
         created = make_dirs(target.parent)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); the result is an ordinary folder
     except OSError as e:
         raise InvalidArgumentError(f"{flag} {out} is not writable ({e.strerror}); choose another directory") from None
     keep = False

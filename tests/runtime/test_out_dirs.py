@@ -318,3 +318,15 @@ def test_generate_to_an_unwritable_parent_is_one_line(onnx_fp32: Path, tmp_path:
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o500)
     assert "not writable" in _one_line_exit_2(_invoke("generate", "--model", str(onnx_fp32), "--prompt", "x", "--out", str(ro / "sub")))
+
+
+def test_finished_folder_has_ordinary_permissions(tmp_path: Path):
+    """The temporary build folder is private (mkdtemp); the finished one follows the umask like any folder."""
+    import os
+
+    out = tmp_path / "result"
+    with atomic_dir(out, kind="onnx") as tmp:
+        write_manifest(tmp, "onnx")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~mask
