@@ -119,7 +119,7 @@ def check_export_target(onnx_manifest: dict[str, Any], onnx_dir: Path, trt: Any,
 
 
 def target_identity(trt: Any, backend: str, arch: str | None) -> dict[str, Any]:
-    """What the engines are bound to: the GPU present, or (TensorRT for RTX with --arch) a compute capability alone."""
+    """What the engines are bound to: the GPU present (with its memory in bytes), or (TensorRT for RTX with --arch) a compute capability alone."""
     if backend == "tensorrt-rtx":
         known = trt_compat.rtx_architectures(trt)
         if arch is not None:
@@ -128,12 +128,13 @@ def target_identity(trt: Any, backend: str, arch: str | None) -> dict[str, Any]:
                     f"--arch {arch} is not a compute capability TensorRT for RTX {trt.__version__} builds for; "
                     f"choose one of {', '.join(known)} (or leave --arch out to build for the GPU present)"
                 )
-            return {"name": None, "compute_capability": arch.lower()[2:], "multiprocessor_count": None}
+            return {"name": None, "compute_capability": arch.lower()[2:], "multiprocessor_count": None, "memory_bytes": None}
     from swiftbrush_runtime.backends.base import BackendUnavailableError
-    from swiftbrush_runtime.cuda import gpu_identity
+    from swiftbrush_runtime.cuda import Cuda
 
     try:
-        gpu = gpu_identity(0)
+        cuda = Cuda(0)
+        gpu = {**cuda.identity(), "memory_bytes": cuda.mem_info()[1]}
     except BackendUnavailableError as e:
         if backend != "tensorrt-rtx":
             raise
@@ -146,17 +147,15 @@ def target_identity(trt: Any, backend: str, arch: str | None) -> dict[str, Any]:
     return gpu
 
 
-def workspace_bytes(workspace_gb: float | None, backend: str, arch: str | None) -> int:
-    """--workspace-gb, or min(4 GiB, a quarter of the GPU's memory): an 8 GB Orin Nano shares it with the OS."""
+def workspace_bytes(workspace_gb: float | None, gpu_memory: int | None) -> int:
+    """--workspace-gb, or min(4 GiB, a quarter of the GPU's memory): an 8 GB Orin Nano shares it with the OS.
+
+    `gpu_memory` is None when building ahead of time (TensorRT for RTX with --arch): no GPU to ask.
+    """
     if workspace_gb is not None:
         return int(workspace_gb * (1 << 30))
     ceiling = int(DEFAULT_WORKSPACE_GB * (1 << 30))
-    if backend == "tensorrt-rtx" and arch is not None:
-        return ceiling  # no GPU to ask: building ahead of time
-    from swiftbrush_runtime.cuda import Cuda
-
-    _, total = Cuda(0).mem_info()
-    return min(ceiling, total // 4)
+    return ceiling if gpu_memory is None else min(ceiling, gpu_memory // 4)
 
 
 def build_engines(
@@ -180,7 +179,7 @@ def build_engines(
     trt = import_engine_module(backend)
     check_export_target(onnx_manifest, onnx_dir, trt, backend)
     gpu = target_identity(trt, backend, arch)
-    workspace = workspace_bytes(workspace_gb, backend, arch)
+    workspace = workspace_bytes(workspace_gb, gpu["memory_bytes"])
     dtype = onnx_manifest["dtype"]
     tag = f"{dtype}.{trt_compat.version_tag(trt)}.sm{gpu['compute_capability']}"
     trt_logger = trt.Logger(trt.Logger.WARNING)
@@ -228,7 +227,8 @@ def build_engines(
             build_seconds=round(time.perf_counter() - started, 1),
         )
     if cache_path and cache_bytes and cache_bytes != cache_in:
-        _write_atomic(cache_path, cache_bytes)
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache_path, cache_bytes)
     return manifest
 
 
@@ -272,11 +272,6 @@ def _build_one(
     plan.write_bytes(blob)
     record = {"precision": mode, "tf32": False, "parser_flags": parser_flags, "removed_inputs": removed}
     return record, (bytes(cache.serialize()) if cache is not None else cache_bytes)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, data)
 
 
 def describe(manifest: dict[str, Any]) -> str:

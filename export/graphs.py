@@ -265,16 +265,6 @@ def add_unused_input(model: Any, name: str, dtype: str) -> None:
     model.graph.input.append(onnx.helper.make_tensor_value_info(name, elem, []))
 
 
-def strip_unused_inputs(model: Any) -> list[str]:
-    """Remove graph inputs no node reads; returns their names."""
-    used = {i for n in model.graph.node for i in n.input}
-    used |= {o.name for o in model.graph.output}
-    unused = [i for i in model.graph.input if i.name not in used]
-    for i in unused:
-        model.graph.input.remove(i)
-    return [i.name for i in unused]
-
-
 def float_arg_reductions(model: Any) -> list[str]:
     """Feed every ArgMax/ArgMin on integers a float copy of its input; returns the nodes changed.
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # mypy checks this wrapper against tensorrt-stubs; tensorrt i
 import numpy as np
 
 from swiftbrush_runtime import trt_compat
+from swiftbrush_runtime.backends import backend_for, default_backend
 from swiftbrush_runtime.backends.base import Backend, BackendUnavailableError
 from swiftbrush_runtime.errors import InvalidArgumentError, InvalidModelError
 from swiftbrush_runtime.manifest import atomic_write
@@ -82,27 +83,19 @@ def import_engine_module(backend: str) -> Any:
     return import_tensorrt_rtx() if backend == "tensorrt-rtx" else import_tensorrt()
 
 
-def engine_backend(manifest: dict[str, Any]) -> str:
-    """The backend an engine directory was built for (directories from before RTX support are TensorRT's)."""
-    return str(manifest.get("backend", "tensorrt"))
-
-
 def rebuild_command(manifest: dict[str, Any], path: Path) -> str:
     onnx = manifest.get("source", {}).get("onnx", "<onnx dir>")
     mode = "--dynamic" if manifest.get("dynamic") else "--static"
-    backend = engine_backend(manifest)
+    backend = default_backend(manifest)
     extra = f" --backend {backend}" if backend != "tensorrt" else ""
     return f"swiftbrush export engine --onnx {onnx} --out {path}-rebuilt {mode} --batch {manifest.get('batch', {}).get('opt', 1)}{extra}"
 
 
 def check_engine_compat(manifest: dict[str, Any], trt_version: str, gpu: dict[str, Any], path: Path, backend: str = "tensorrt") -> None:
-    """Refuse engines from another backend, library version, GPU model or SM count (engines do not move)."""
-    built_backend = engine_backend(manifest)
-    if built_backend != backend:
-        raise EngineMismatchError(
-            f"{path} holds {built_backend} engines, which the {backend} backend cannot run; "
-            f"run it with --backend {built_backend}, or build {backend} engines: swiftbrush export engine --backend {backend} ..."
-        )
+    """Refuse engines from another library version, GPU model or SM count (engines do not move).
+
+    Engines of the other TensorRT are refused before this, by backends.backend_for.
+    """
     built_version = manifest.get("backend_version", manifest.get("tensorrt_version"))
     built_cc = manifest.get("compute_capability")
     built_gpu = manifest.get("gpu_name")
@@ -187,6 +180,7 @@ class TrtBackend(Backend):
     keeps_runtime_cache = False  # TensorRT for RTX compiles kernels at the first run and can keep them
 
     def __init__(self, path: Path, manifest: dict[str, Any], device: str | None = None, cuda_graph: bool = True, decoder: str | None = None, **_: Any) -> None:
+        backend_for(manifest, self.name, path)  # engines built for the other TensorRT: one line naming the right backend
         kind = (device or "cuda").split(":")
         if kind[0] != "cuda":
             raise InvalidArgumentError(f"the {self.name} backend runs on cuda devices, got --device {device}")

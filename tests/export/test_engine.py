@@ -56,7 +56,7 @@ def test_cli_engine_refuses_changed_or_incomplete_onnx(onnx_fp16: Path, tmp_path
 
 
 def test_engine_from_another_gpu_or_version_is_refused(tmp_path: Path):
-    manifest = {"tensorrt_version": "10.14.1", "compute_capability": "90", "gpu_name": "NVIDIA H100 80GB HBM3",
+    manifest = {"kind": "engine", "tensorrt_version": "10.14.1", "compute_capability": "90", "gpu_name": "NVIDIA H100 80GB HBM3",
                 "source": {"onnx": "/m/onnx"}, "dynamic": False, "batch": {"opt": 1}}
     check_engine_compat(manifest, "10.14.1", {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "90"}, tmp_path)
     with pytest.raises(EngineMismatchError, match=r"TensorRT 10.14.1, this machine has 10.3.0.*swiftbrush export engine --onnx /m/onnx"):
@@ -67,7 +67,7 @@ def test_engine_from_another_gpu_or_version_is_refused(tmp_path: Path):
 
 def test_engine_from_another_module_of_the_same_family_is_refused(tmp_path: Path):
     """Every Orin module reports "Orin" and sm87: the SM count tells an AGX build from a Nano."""
-    manifest = {"backend": "tensorrt", "backend_version": "10.3.0", "compute_capability": "87", "gpu_name": "Orin",
+    manifest = {"kind": "engine", "backend": "tensorrt", "backend_version": "10.3.0", "compute_capability": "87", "gpu_name": "Orin",
                 "multiprocessor_count": 16, "source": {"onnx": "/m/onnx"}, "dynamic": False, "batch": {"opt": 1}}
     check_engine_compat(manifest, "10.3.0", {"name": "Orin", "compute_capability": "87", "multiprocessor_count": 16}, tmp_path)
     with pytest.raises(EngineMismatchError, match=r"sm87, 16 SMs\), this machine has Orin \(sm87, 8 SMs\)"):

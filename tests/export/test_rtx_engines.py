@@ -134,6 +134,10 @@ def rtx_engine_dir(rtx, onnx_fp16: Path, tmp_path_factory: pytest.TempPathFactor
 def test_engine_folder_of_the_other_backend_is_refused(rtx_engine_dir: Path, tmp_path: Path):
     line = _one_line_exit_2(CliRunner().invoke(cli, ["generate", "--model", str(rtx_engine_dir), "--backend", "tensorrt", "--prompt", "a", "--out", str(tmp_path / "i")]))
     assert "holds tensorrt-rtx engines" in line and "--backend tensorrt-rtx" in line
+    from swiftbrush_runtime.backends import create
+
+    with pytest.raises(InvalidModelError, match="holds tensorrt-rtx engines"):  # the backend itself applies the same rule
+        create("tensorrt", rtx_engine_dir, read_manifest(rtx_engine_dir, "engine"))
     # and the reverse: a TensorRT engine folder given to the RTX backend
     trt_dir = tmp_path / "trt"
     shutil.copytree(rtx_engine_dir, trt_dir)
@@ -185,18 +189,8 @@ def test_jetpack5_export_has_no_graph_tensorrt_8_5_refuses(onnx_fp16_dynamic_ops
     assert "ArgMax" in m["graphs"]["text_encoder"]["ops"] and "LayerNormalization" not in m["graphs"]["text_encoder"]["ops"]
 
 
-def test_workspace_defaults_to_a_quarter_of_a_small_gpu(monkeypatch):
+def test_workspace_defaults_to_a_quarter_of_a_small_gpu():
     """An 8 GB Orin Nano shares its memory with the OS: 4 GiB of workspace would be half of it."""
-    import swiftbrush_runtime.cuda as cuda_mod
-
-    class SmallGpu:
-        def __init__(self, device: int = 0) -> None:
-            pass
-
-        def mem_info(self) -> tuple[int, int]:
-            return 5 << 30, 8 << 30
-
-    monkeypatch.setattr(cuda_mod, "Cuda", SmallGpu)
-    assert workspace_bytes(None, "tensorrt", None) == 2 << 30
-    assert workspace_bytes(1.5, "tensorrt", None) == int(1.5 * (1 << 30))
-    assert workspace_bytes(None, "tensorrt-rtx", "sm86") == 4 << 30  # ahead of time: no GPU to ask
+    assert workspace_bytes(None, 8 << 30) == 2 << 30
+    assert workspace_bytes(1.5, 8 << 30) == int(1.5 * (1 << 30))
+    assert workspace_bytes(None, None) == 4 << 30  # ahead of time: no GPU to ask
