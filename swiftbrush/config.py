@@ -61,6 +61,9 @@ class DistillConfig:
     nan_patience: int = 20  # consecutive non-finite steps after which the run aborts
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with checkpoints
 
+    # Fields added after runs were first recorded, with the value that reproduces the math before
+    # them: at that value a field is left out of the fingerprint, so a recorded run keeps its hash.
+    OPTIONAL_FIELDS = {"student_init": None}
     # Fields that may change when a run is resumed (they do not change the math of a step).
     RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "checkpoints_keep", "log_every", "sample_prompts", "nan_patience", "extra")
 
@@ -86,8 +89,9 @@ class DistillConfig:
     def fingerprint(self) -> str:
         """A hash of the fields that define the training math (resume refuses a mismatch)."""
         core = {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE_CHANGES}
-        if core.get("student_init") is None:  # a student started from the teacher hashes as it did without the field
-            core.pop("student_init", None)
+        for name, value in self.OPTIONAL_FIELDS.items():
+            if core.get(name) == _jsonable(value):
+                core.pop(name, None)
         core["student_timestep"] = STUDENT_TIMESTEP  # part of the math, though fixed: recorded runs keep their fingerprint
         return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:16]
 
