@@ -42,6 +42,12 @@ class _PresetDefaults(click.Command):
         formatter.write_text("Defaults per --preset (an option given on the command line wins):")
         for row in rows:
             formatter.write("  " + "".join(f"{cell:<{w + 2}}" for cell, w in zip(row, widths)).rstrip() + "\n")
+        from swiftbrush.config import RECIPES
+
+        formatter.write_paragraph()
+        formatter.write_text("--recipe swiftbrush-v2 changes, per preset (before the options given):")
+        for name, fields in RECIPES["swiftbrush-v2"].items():
+            formatter.write_text(f"{name}: " + ", ".join(f"{k}={v}" for k, v in fields.items()))
         super().format_epilog(ctx, formatter)
 
 
@@ -126,8 +132,21 @@ def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: 
               help="Autocast precision of the UNets; the VAE stays fp32 (default: the preset's; fp16/bf16 need a GPU).")
 @click.option("--gradient-checkpointing", is_flag=True, default=None, help="Trade compute for memory in both UNets (default: the preset's).")
 @click.option("--sds", is_flag=True, default=None, help="Ablation: SDS (no LoRA teacher) instead of VSD.")
+@click.option("--recipe", type=click.Choice(["swiftbrush", "swiftbrush-v2"]), default=None,
+              help="swiftbrush (v1, the default) or swiftbrush-v2: AdamW, LoRA teacher r64/a128, the clamped CLIP loss via TAESD, "
+                   "a one-step start when given (the toy: its shipped start); the options below still win.")  # fmt: skip
+@click.option("--lora-alpha", type=float, default=None, help="LoRA alpha of the LoRA teacher (scale alpha / rank; default: the preset's).")
+@click.option("--optimizer", type=click.Choice(["adam", "adamw"]), default=None, help="Optimiser of both networks (v1: adam, v2: adamw).")
+@click.option("--weight-decay", type=float, default=None, help="Weight decay of both optimisers (default: the recipe's).")
+@click.option("--clip-model", default=None, help="CLIP for the clamped CLIP loss: a CLIPModel folder, hub id (openai/clip-vit-base-patch32) or 'toy'.")
+@click.option("--clip-decoder", default=None, help="Tiny decoder for the CLIP loss: an AutoencoderTiny folder, hub id (madebyollin/taesd) or 'toy'.")
+@click.option("--clip-weight", type=float, default=None, help="Weight of the clamped CLIP loss at step 0, decayed linearly to 0 (v2: 0.1; 0 = off).")
+@click.option("--regression-pairs", default=None, help="A `swiftbrush pairs` folder of this teacher: its own (noise -> sample) pairs.")
+@click.option("--regression-steps", type=Integer(), default=None, help="First N steps: regress the student onto the pairs only (an image-free warm start).")
+@click.option("--regression-weight", type=float, default=None, help="Weight of the regression term added to VSD after those steps (DMD's; 0 = off).")
 @needs_extra("train")
-def distill_cmd(teacher: str, prompts: str, out: str, preset: str | None, resume: bool, overwrite: bool, guidance_scale: float | None, **overrides) -> None:
+def distill_cmd(teacher: str, prompts: str, out: str, preset: str | None, resume: bool, overwrite: bool, guidance_scale: float | None,
+                recipe: str | None, **overrides) -> None:  # fmt: skip
     """Distill a teacher into a one-step student (SwiftBrush VSD), no images needed.
 
     \b
@@ -144,10 +163,44 @@ def distill_cmd(teacher: str, prompts: str, out: str, preset: str | None, resume
     from swiftbrush_runtime.manifest import resolve_out
 
     base = recorded_config(resolve_out(out)) if resume else None  # a resumed run keeps its own settings
-    config = build_config(preset, teacher, base=base, guidance_scale=guidance_scale, lora_guidance_scale=guidance_scale, **overrides)
+    config = build_config(preset, teacher, base=base, recipe=recipe, guidance_scale=guidance_scale, lora_guidance_scale=guidance_scale, **overrides)
     student = distill(teacher, prompts, out, config, resume=resume, overwrite=overwrite)
     if os.environ.get("RANK", "0") == "0":  # one line for the run, not one per DDP rank
         click.echo(f"student: {student}")
+
+
+@cli.command("pairs")
+@click.option("--teacher", required=True, help="Teacher: a diffusers folder, a hub id, or 'toy'.")
+@click.option("--prompts", required=True, help=f"'toy' (the toy caption grid), or a prompt file: {PROMPT_RULES}.")
+@click.option("--out", metavar="DIR", required=True,
+              help="A new or empty folder, or an unfinished pairs folder of the same arguments (finished where it stopped).")
+@click.option("--per-prompt", type=Integer(1, 100_000), default=1, show_default=True, help="Pairs (noises) per prompt.")
+@click.option("--steps", type=Integer(1, 1000), default=25, show_default=True, help="Teacher sampling steps (DDIM, trailing spacing, deterministic).")
+@click.option("--guidance-scale", type=float, default=None, help="CFG scale of the teacher's samples; default: the toy's for the toy teacher, 4.5 otherwise.")
+@click.option("--seed", type=Integer(), default=0, show_default=True, help="Seed of the noises, 0..4294967295 (shard K draws from (seed, K)).")
+@click.option("--shard-size", type=Integer(1, 1_000_000), default=256, show_default=True, help="Pairs per safetensors shard (the unit of resuming).")
+@click.option("--batch-size", type=Integer(1, 4096), default=64, show_default=True, help="Prompts per teacher call.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier finished pairs folder in --out; it stays whole until the new one is complete.")
+@needs_extra("train")
+def pairs_cmd(teacher: str, prompts: str, out: str, per_prompt: int, steps: int, guidance_scale: float | None, seed: int,
+              shard_size: int, batch_size: int, overwrite: bool) -> None:  # fmt: skip
+    """Sample the teacher's own (noise -> N-step sample) pairs for an image-free warm start.
+
+    \b
+    The student can then be regressed onto them before (or beside) VSD:
+      swiftbrush distill ... --regression-pairs OUT --regression-steps 1500
+    Interrupted? Run the same command again: finished shards are kept. Under
+    `accelerate launch --num_processes N` the shards are split across the ranks.
+    """
+    from swiftbrush.launch import relaunch_as_accelerate_cpu_ranks
+
+    relaunch_as_accelerate_cpu_ranks()
+    from swiftbrush.pairs import sample_pairs
+
+    folder = sample_pairs(teacher, prompts, out, per_prompt=per_prompt, steps=steps, guidance_scale=guidance_scale, seed=seed,
+                          shard_size=shard_size, batch_size=batch_size, overwrite=overwrite)  # fmt: skip
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(f"pairs: {folder}")
 
 
 @cli.command("demo")

@@ -23,6 +23,7 @@ from swiftbrush.toy.models import TOY_VSD_GUIDANCE_SCALE
 from swiftbrush_runtime.onestep import STUDENT_TIMESTEP  # the student's fixed input timestep, owned with onestep.json
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+OPTIMIZERS = ("adam", "adamw")
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (accelerate's set_seed) takes 32 bits
 
 
@@ -31,6 +32,7 @@ class DistillConfig:
     """Everything that defines a SwiftBrush run (SwiftBrush v1 defaults; see REFERENCE.md)."""
 
     preset: str = "sd21-base"  # the preset these values started from
+    recipe: str = "swiftbrush"  # the recipe applied on top of the preset: "swiftbrush" (v1) or "swiftbrush-v2"
     guidance_scale: float = 4.5  # CFG scale of the frozen teacher's prediction in the VSD gradient
     lora_guidance_scale: float = 4.5  # CFG scale of the LoRA teacher's prediction in the VSD gradient
     lora_rank: int = 64  # LoRA rank of the LoRA teacher
@@ -50,6 +52,14 @@ class DistillConfig:
     empty_prompt_prob: float = 0.1  # chance that a LoRA step uses the empty prompt for its whole batch
     ema_decay: float = 0.9999  # student EMA decay (the EMA weights become the released student)
     ema_warmup: bool = False  # ramp the EMA decay up from 0 (diffusers' warmup, power 2/3) for short runs
+    optimizer: str = "adam"  # "adam" (SwiftBrush) or "adamw" (SwiftBrush v2), for both networks
+    clip_model: str | None = None  # CLIP for the clamped CLIP loss (SwiftBrush v2): a CLIPModel folder, hub id, or "toy"
+    clip_decoder: str | None = None  # tiny decoder (TAESD) that turns the student's latents into images for CLIP, or "toy"
+    clip_weight: float = 0.0  # weight of the clamped CLIP loss at step 0, decayed linearly to 0 at max_steps (SBv2: 0.1)
+    clip_tau: float = 0.35  # the CLIP loss is max(0, tau - cos): no push once an image is this close to its prompt
+    regression_pairs: str | None = None  # a `swiftbrush pairs` folder: the teacher's own (noise, prompt) -> sample pairs
+    regression_steps: int = 0  # the first N steps regress the student onto the pairs only (a warm start, no VSD)
+    regression_weight: float = 0.0  # DMD's weighted regression term added to the VSD loss in the later steps
     sds: bool = False  # ablation: SDS instead of VSD (no LoRA teacher; its prediction is the sampled noise)
     mixed_precision: str = "no"  # "no", "fp16" or "bf16" (VAE always fp32)
     gradient_checkpointing: bool = False  # trade compute for memory in both UNets
@@ -63,7 +73,8 @@ class DistillConfig:
 
     # Fields added after runs were first recorded, with the value that reproduces the math before
     # them: at that value a field is left out of the fingerprint, so a recorded run keeps its hash.
-    OPTIONAL_FIELDS = {"student_init": None}
+    OPTIONAL_FIELDS = {"student_init": None, "recipe": "swiftbrush", "optimizer": "adam", "clip_model": None, "clip_decoder": None,
+                       "clip_weight": 0.0, "clip_tau": 0.35, "regression_pairs": None, "regression_steps": 0, "regression_weight": 0.0}  # fmt: skip
     # Fields that may change when a run is resumed (they do not change the math of a step).
     RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "checkpoints_keep", "log_every", "sample_prompts", "nan_patience", "extra")
 
@@ -102,6 +113,7 @@ class DistillConfig:
                 raise InvalidArgumentError(msg)
 
         need(self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        need(self.recipe in RECIPES, f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         for f in dataclasses.fields(self):  # inf and nan pass the range checks below (inf >= 1) or read as "got nan"
             value = getattr(self, f.name)
             numbers = value if isinstance(value, tuple) else (value,)
@@ -132,6 +144,16 @@ class DistillConfig:
         need(self.checkpoints_keep >= 1, f"--keep-checkpoints must be >= 1, got {self.checkpoints_keep}")
         need(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
         need(self.sample_prompts >= 0, f"sample_prompts must be >= 0, got {self.sample_prompts}")
+        need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        need(self.clip_weight >= 0, f"--clip-weight must be >= 0, got {self.clip_weight}")
+        need(0 < self.clip_tau <= 1, f"clip_tau must be in (0, 1], got {self.clip_tau}")
+        need(self.clip_weight == 0 or (bool(self.clip_model) and bool(self.clip_decoder)),
+             "--clip-weight > 0 needs --clip-model (a CLIP folder or hub id) and --clip-decoder (a TAESD folder or hub id)")  # fmt: skip
+        need(self.regression_steps >= 0, f"--regression-steps must be >= 0, got {self.regression_steps}")
+        need(self.regression_weight >= 0, f"--regression-weight must be >= 0, got {self.regression_weight}")
+        need(self.regression_steps <= self.max_steps, f"--regression-steps ({self.regression_steps}) must be <= --max-steps ({self.max_steps})")
+        need((self.regression_steps == 0 and self.regression_weight == 0) or bool(self.regression_pairs),
+             "--regression-steps/--regression-weight need --regression-pairs (a folder made by `swiftbrush pairs`)")  # fmt: skip
         need(self.nan_patience >= 1, f"nan_patience must be >= 1, got {self.nan_patience}")
         return self
 
@@ -178,6 +200,40 @@ PRESETS: dict[str, DistillConfig] = {
 }
 
 
+# Recipes: what each method changes on top of a preset (the teacher's settings). "swiftbrush" is
+# SwiftBrush v1, the presets themselves. "swiftbrush-v2" (ECCV 2024; its training code was never
+# released, REFERENCE.md lists the paper's facts): AdamW, a LoRA teacher of rank 64 / alpha 128,
+# CFG 4.5, the clamped CLIP loss through TAESD (weight 0.1 decayed to 0, tau 0.35) and, when
+# given, a student started from a one-step model (--student-init stabilityai/sd-turbo for SD 2.1
+# base). Its weight merging is the separate `swiftbrush merge` step. Every part stays a flag.
+_SBV2_SD: dict[str, Any] = dict(
+    optimizer="adamw", weight_decay=0.01, lora_rank=64, lora_alpha=128.0, guidance_scale=4.5, lora_guidance_scale=4.5,
+    clip_model="openai/clip-vit-base-patch32", clip_decoder="madebyollin/taesd", clip_weight=0.1, clip_tau=0.35,
+)  # fmt: skip
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "swiftbrush": {},
+    "swiftbrush-v2": {
+        "sd21-base": _SBV2_SD,
+        "sd15": _SBV2_SD,
+        "sd-turbo": _SBV2_SD,
+        # The toy's v2: the shipped one-step start (swiftbrush/toy/train_warm_start.py, the toy's
+        # SD-Turbo), the toy CLIP, and 5 LoRA updates per student update, which keep VSD near a
+        # good start where one update pulls it away (benchmarks/RESULTS.md, "SwiftBrush v2 on the toy").
+        "toy": dict(
+            optimizer="adamw", weight_decay=0.01, student_init="toy-warm-start", lora_updates=5,
+            clip_model="toy", clip_decoder="toy", clip_weight=0.1, clip_tau=0.35, max_steps=150,
+        ),
+    },
+}
+
+
+def recipe_overrides(recipe: str, preset: str) -> dict[str, Any]:
+    """The config fields `recipe` sets on top of `preset`."""
+    if recipe not in RECIPES:
+        raise InvalidArgumentError(f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    return {**RECIPES[recipe].get(preset, {}), "recipe": recipe}
+
+
 def default_preset(teacher: str) -> str:
     """The preset used when --preset is not given: "toy" for the toy teacher, SD 2.1 base otherwise."""
     text = str(teacher).lower()
@@ -190,8 +246,8 @@ def default_preset(teacher: str) -> str:
     return "sd21-base"
 
 
-def build_config(preset: str | None, teacher: str, base: dict[str, Any] | None = None, **overrides: Any) -> DistillConfig:
-    """The preset (given or inferred from the teacher) with the non-None overrides applied, validated.
+def build_config(preset: str | None, teacher: str, base: dict[str, Any] | None = None, recipe: str | None = None, **overrides: Any) -> DistillConfig:
+    """The preset (given or inferred from the teacher), then the recipe's fields, then the non-None overrides, validated.
 
     `base` is a recorded run's config (`--resume`): it replaces the preset, so what the
     command line does not give keeps the run's value; a given --preset still applies
@@ -204,5 +260,10 @@ def build_config(preset: str | None, teacher: str, base: dict[str, Any] | None =
     bad = sorted(k for k in overrides if k not in known)
     assert not bad, f"unknown config overrides {bad}"
     changes = {k: v for k, v in overrides.items() if v is not None}
-    start = DistillConfig.from_dict({**base, "preset": name}) if base is not None else PRESETS[name]
+    if base is not None:  # a resumed run keeps its recipe's values; naming another recipe changes the math (refused)
+        start = DistillConfig.from_dict({**base, "preset": name})
+        if recipe is not None and recipe != start.recipe:
+            start = dataclasses.replace(start, **recipe_overrides(recipe, name))
+    else:
+        start = dataclasses.replace(PRESETS[name], **recipe_overrides(recipe or "swiftbrush", name))
     return dataclasses.replace(start, **changes).validate()

@@ -110,3 +110,13 @@ def clip_loss_weight(step: int, max_steps: int, weight: float) -> float:
     if max_steps <= 0:
         return 0.0
     return max(0.0, weight * (1.0 - step / max_steps))
+
+
+def regression_loss(x0: torch.Tensor, x0_teacher: torch.Tensor) -> tuple[torch.Tensor, Logs]:
+    """The student's one-call x0 against the teacher's N-step sample from the same noise and prompt (mean MSE).
+
+    DMD measures this distance with LPIPS in pixel space; here it is MSE on the latents, which
+    needs no decoder or extra network and is what the toy's capacity probe trained with.
+    """
+    loss = F.mse_loss(x0.float(), x0_teacher.float().to(x0.device), reduction="mean")
+    return loss, {"regression": loss.item()}

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from swiftbrush.checkpoints import STATE_FILE, latest_checkpoint
 from swiftbrush.errors import InvalidArgumentError
+from swiftbrush.teacher import TOY_NAMES, TOY_WARM_START
 
 RUN_FILE = "run.json"
 
@@ -48,10 +49,18 @@ def recognise_run_files(root: Path) -> str | None:
     return unlisted_file(root, (), lambda rel: bool(RUN_FILES.fullmatch(rel)))
 
 
-def run_inputs(teacher: str, prompts: str, student_init: str | None) -> list[tuple[str, str | None]]:
-    """The local paths a run reads (the built-in 'toy' names and hub ids are not folders of the user's)."""
-    return [("--teacher", None if str(teacher) in ("toy", "toy-teacher") else teacher),
-            ("--prompts", None if str(prompts) == "toy" else prompts), ("--student-init", student_init)]  # fmt: skip
+
+
+def run_inputs(teacher: str, prompts: str, student_init: str | None, **more: str | None) -> list[tuple[str, str | None]]:
+    """The local paths a run reads (the built-in toy names and hub ids are not folders of the user's).
+
+    `more` names further inputs by config field (regression_pairs="...", clip_model=...).
+    """
+    def local(value: str | None) -> str | None:
+        return None if value is None or str(value) in (*TOY_NAMES, TOY_WARM_START) or not Path(str(value)).exists() else value
+
+    return [("--teacher", local(teacher)), ("--prompts", None if str(prompts) == "toy" else prompts), ("--student-init", local(student_init)),
+            *((f"--{name.replace('_', '-')}", local(value)) for name, value in more.items())]  # fmt: skip
 
 
 def check_run_dir(out: Path | str, resume: bool, overwrite: bool, inputs: Iterable[tuple[str, Any]] = ()) -> Path:

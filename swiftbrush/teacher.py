@@ -12,6 +12,8 @@ Everything else is refused by name, before any weights are read.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -22,9 +24,10 @@ from swiftbrush.errors import InvalidModelError, OfflineError, UnsupportedModelE
 from swiftbrush_runtime.errors import first_line
 from swiftbrush_runtime.manifest import read_json
 from swiftbrush_runtime.onestep import COMPONENTS, PREDICTION_TYPES, transformers_dtype
-from swiftbrush_runtime.toy_assets import TOY_TEACHER_DIR
+from swiftbrush_runtime.toy_assets import TOY_TEACHER_DIR, TOY_WARM_START_DIR
 
 TOY_NAMES = ("toy", "toy-teacher")
+TOY_WARM_START = "toy-warm-start"  # the toy's one-step start (a UNet folder), for --student-init
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_PATTERNS = ["model_index.json", *(f"{c}/*" for c in COMPONENTS)]
 _SUPPORTED_PIPELINES = {"StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "OnnxStableDiffusionPipeline"}
@@ -81,6 +84,8 @@ def resolve_teacher_path(source: str | Path, what: str = "teacher", patterns: li
     text = str(source)
     if text in TOY_NAMES:
         return TOY_TEACHER_DIR
+    if text == TOY_WARM_START:
+        return TOY_WARM_START_DIR
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -213,3 +218,12 @@ def load_student_init(source: str | Path, teacher: Teacher) -> Any:
         raise UnsupportedModelError(f"{what} {source} is not the teacher's UNet architecture ({'; '.join(differ[:2])}{more}); start from a fine-tune of the teacher")
     return unet
 
+
+def teacher_fingerprint(teacher: Any) -> str:
+    """The teacher's identity: UNet and scheduler configs and the sizes of its weight files."""
+    h = hashlib.sha256()
+    h.update(json.dumps(dict(teacher.unet.config), sort_keys=True, default=str).encode())
+    h.update(json.dumps(dict(teacher.scheduler.config), sort_keys=True, default=str).encode())
+    for f in sorted(Path(teacher.path).glob("*/*.safetensors")):
+        h.update(f"{f.parent.name}/{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:16]

@@ -56,8 +56,9 @@ from swiftbrush.config import DistillConfig
 from swiftbrush_runtime.onestep import STUDENT_TIMESTEP
 from swiftbrush.errors import InvalidArgumentError, SwiftBrushError
 from swiftbrush.launch import lone_accelerate_cpu_rank
-from swiftbrush.losses import cfg, lora_denoising_loss, output_to_eps, output_to_x0, sds_loss, vsd_loss
+from swiftbrush.losses import cfg, clamped_clip_loss, clip_loss_weight, lora_denoising_loss, output_to_eps, output_to_x0, regression_loss, sds_loss, vsd_loss
 from swiftbrush.run_dir import RUN_FILE, check_out_is_shared, check_run_dir, recognise_run_files, run_inputs
+from swiftbrush.teacher import teacher_fingerprint
 from swiftbrush.runlog import RunLog, progress_bar, quiet_diffusers, show_step, write_sample_grid
 from swiftbrush_runtime.commands import prepare_out_dir
 from swiftbrush_runtime.errors import first_line
@@ -85,7 +86,8 @@ class VSDTrainer:
     """
 
     def __init__(self, config: DistillConfig, accelerator: Any, student: Any, lora_unet: Any, opt_student: Any, opt_lora: Any,
-                 ema: Any, alphas_cumprod: torch.Tensor, empty_emb: torch.Tensor, prediction_type: str = "epsilon") -> None:  # fmt: skip
+                 ema: Any, alphas_cumprod: torch.Tensor, empty_emb: torch.Tensor, prediction_type: str = "epsilon",
+                 clip: Any = None, pairs: Any = None, pair_embeddings: Any = None) -> None:  # fmt: skip
         self.config = config
         self.accelerator = accelerator
         self.student = student
@@ -96,6 +98,8 @@ class VSDTrainer:
         self.alphas = alphas_cumprod.to(accelerator.device, torch.float32)
         self.empty = empty_emb.to(accelerator.device)
         self.prediction_type = prediction_type
+        self.clip = clip  # ClipGuidance (frozen CLIP + tiny decoder) for the clamped CLIP loss, or None
+        self.pairs, self.pair_embeddings = pairs, pair_embeddings  # the teacher's (noise, prompt) -> x0 pairs, or None
         # No-grad teacher calls bypass DDP; unwrapped once (unwrap_model walks the module tree: ~3% of a toy step).
         self.teacher = accelerator.unwrap_model(lora_unet)
 
@@ -118,17 +122,46 @@ class VSDTrainer:
         a = self.alphas[t]
         return a.sqrt().view(-1, 1, 1, 1) * x0 + (1 - a).sqrt().view(-1, 1, 1, 1) * noise, a
 
-    def student_step(self, cond: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float], bool]:
+    def student_x0(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The student's one call at T on noise z, its eps (or v) mapped to x0 (float32, with graph)."""
+        big_t = torch.full((z.shape[0],), STUDENT_TIMESTEP, device=z.device, dtype=torch.long)
+        with self.accelerator.autocast():
+            out_student = self.student(z, big_t, cond).sample
+        return output_to_x0(out_student.float(), z, self.alphas[big_t], self.prediction_type)
+
+    def regression_batch(self, b: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """b random teacher pairs: noise, the teacher's x0 from it, and the pair's prompt embedding."""
+        idx = torch.randint(0, len(self.pairs), (b,), generator=gen).tolist()
+        z, x0, prompt = self.pairs.batch(idx)
+        cond = self.pair_embeddings.get(prompt.tolist())
+        dev = self.accelerator.device
+        return z.to(dev), x0.to(dev), cond.to(dev, self.empty.dtype)
+
+    def regression_step(self, b: int, gen: torch.Generator) -> tuple[dict[str, float], bool]:
+        """A warm-start step: the student's one call regressed onto the teacher's own sample (no VSD, no LoRA update)."""
+        self.student.train()
+        z, target, cond = self.regression_batch(b, gen)
+        loss, logs = regression_loss(self.student_x0(z, cond), target)
+        ok = self._update(loss, self.student, self.opt_student)
+        if ok and self.ema is not None:
+            self.ema.step(self.accelerator.unwrap_model(self.student).parameters())
+        return logs, ok
+
+    def student_step(self, cond: torch.Tensor, gen: torch.Generator, clip_weight: float = 0.0,
+                     texts: list[str] | None = None) -> tuple[torch.Tensor, dict[str, float], bool]:  # fmt: skip
         c = self.config
         b = cond.shape[0]
         shape = (b, self.teacher.config.in_channels, self.teacher.config.sample_size, self.teacher.config.sample_size)
         uncond = self.empty.expand(b, -1, -1).to(cond.dtype)
-        # 1. The student maps pure noise z at T to eps (or v), hence to x0 (one UNet call).
+        # 1. The student maps pure noise z at T to eps (or v), hence to x0 (one UNet call). With the
+        #    regression term, the teacher pairs' noises ride in the same call (one forward for DDP).
         z = self._randn(shape, gen)
-        big_t = torch.full((b,), STUDENT_TIMESTEP, device=z.device, dtype=torch.long)
-        with self.accelerator.autocast():
-            out_student = self.student(z, big_t, cond).sample
-        x0 = output_to_x0(out_student.float(), z, self.alphas[big_t], self.prediction_type)
+        regress = self.pairs is not None and c.regression_weight > 0
+        if regress:
+            z_pairs, x0_teacher, cond_pairs = self.regression_batch(b, gen)
+            x0, x0_pairs = self.student_x0(torch.cat([z, z_pairs]), torch.cat([cond, cond_pairs])).split([b, b])
+        else:
+            x0 = self.student_x0(z, cond)
         # 2. Diffuse x0 to a random t in [t_min, t_max].
         t = self._randint(c.t_min, c.t_max, b, gen)
         noise = self._randn(shape, gen)
@@ -148,6 +181,16 @@ class VSDTrainer:
             loss, logs = sds_loss(x0, eps_teacher, noise, a_t)
         else:
             loss, logs = vsd_loss(x0, eps_teacher, eps_lora, a_t)
+        # 5. SwiftBrush v2's clamped CLIP loss on the decoded x0, and DMD's regression term.
+        if self.clip is not None and clip_weight > 0 and texts is not None:
+            text_emb, _ = self.clip.encode_prompts(texts)
+            clip_loss, clip_logs = clamped_clip_loss(self.clip.image_embeddings(x0), text_emb.to(x0.device), c.clip_tau)
+            loss = loss + clip_weight * clip_loss
+            logs.update(clip_logs)
+        if regress:
+            reg_loss, reg_logs = regression_loss(x0_pairs, x0_teacher)
+            loss = loss + c.regression_weight * reg_loss
+            logs.update(reg_logs)
         ok = self._update(loss, self.student, self.opt_student)
         if ok and self.ema is not None:
             self.ema.step(self.accelerator.unwrap_model(self.student).parameters())
@@ -179,9 +222,10 @@ class VSDTrainer:
         optimizer.zero_grad(set_to_none=True)
         return ok
 
-    def train_step(self, cond: torch.Tensor, gen: torch.Generator) -> tuple[dict[str, float], bool]:
+    def train_step(self, cond: torch.Tensor, gen: torch.Generator, clip_weight: float = 0.0,
+                   texts: list[str] | None = None) -> tuple[dict[str, float], bool]:  # fmt: skip
         self.student.train()
-        x0, logs, ok = self.student_step(cond, gen)
+        x0, logs, ok = self.student_step(cond, gen, clip_weight, texts)
         if not self.config.sds:
             for _ in range(self.config.lora_updates):  # the LoRA teacher must keep up with the student
                 lora_logs, lora_ok = self.lora_step(x0, cond, gen)
@@ -230,16 +274,6 @@ class PromptOrder:
 # ------------------------------------------------------------------ the run
 
 
-def teacher_fingerprint(teacher: Any) -> str:
-    """The teacher's identity: UNet and scheduler configs and the sizes of its weight files."""
-    h = hashlib.sha256()
-    h.update(json.dumps(dict(teacher.unet.config), sort_keys=True, default=str).encode())
-    h.update(json.dumps(dict(teacher.scheduler.config), sort_keys=True, default=str).encode())
-    for f in sorted(Path(teacher.path).glob("*/*.safetensors")):
-        h.update(f"{f.parent.name}/{f.name}:{f.stat().st_size}".encode())
-    return h.hexdigest()[:16]
-
-
 def distill(teacher_source: str, prompts_source: str, out: str | Path, config: DistillConfig, resume: bool = False,
             overwrite: bool = False, student_dir: str | Path | None = None) -> Path:  # fmt: skip
     """Run (or resume) a distillation and write the student (default `out/student`); returns its path.
@@ -259,7 +293,8 @@ def distill(teacher_source: str, prompts_source: str, out: str | Path, config: D
     from swiftbrush_runtime.manifest import remove_if_empty, swap_in
 
     config.validate()
-    target = check_run_dir(out, resume, overwrite, run_inputs(teacher_source, prompts_source, config.student_init))
+    target = check_run_dir(out, resume, overwrite, run_inputs(teacher_source, prompts_source, config.student_init, regression_pairs=config.regression_pairs,
+                                                       clip_model=config.clip_model, clip_decoder=config.clip_decoder))
     prompt_set = load_prompts(prompts_source)  # a bad prompts file fails before any model loads
     replacing = overwrite and target.is_dir() and any(target.iterdir())
     run_dir = target.parent / f".{target.name}.overwrite" if replacing else target
@@ -316,6 +351,7 @@ def _train(accelerator: Any, teacher_source: str, prompt_set: Any, out: Path, co
 
     from swiftbrush.prompts import encode_prompts
     from swiftbrush.student import write_student
+    from swiftbrush_runtime.prompts import PromptSet
     from swiftbrush.teacher import load_student_init, load_teacher
 
     main = accelerator.is_main_process
@@ -332,6 +368,7 @@ def _train(accelerator: Any, teacher_source: str, prompt_set: Any, out: Path, co
     teacher = load_teacher(teacher_source)
     teacher_id = teacher_fingerprint(teacher)
     init = load_student_init(config.student_init, teacher) if config.student_init else None
+    clip, pairs = load_extras(config, accelerator, teacher_id, prompt_set)  # checked before anything is written
     student, teacher_unet = make_models(config, teacher.unet, weight_dtype, student_init=init)
 
     # 3. EMA of the student (the released weights).
@@ -355,6 +392,13 @@ def _train(accelerator: Any, teacher_source: str, prompt_set: Any, out: Path, co
         logger.info("prompts: %d used, %d non-UTF-8 lines skipped, %d truncated to %d tokens",
                     len(prompt_set), prompt_set.skipped_non_utf8, embeddings.truncated, teacher.tokenizer.model_max_length)  # fmt: skip
     order = PromptOrder(len(embeddings), config.batch_size, accelerator.num_processes, accelerator.process_index, config.seed)
+    pair_embeddings = None
+    if pairs is not None:
+        with accelerator.main_process_first():
+            teacher.text_encoder.to(accelerator.device)
+            pair_embeddings = encode_prompts(PromptSet(pairs.prompts, f"pairs:{config.regression_pairs}"), teacher.tokenizer, teacher.text_encoder,
+                                             out / "cache", model_key=f"{teacher_id}:{teacher.path}", dtype=weight_dtype)  # fmt: skip
+            teacher.text_encoder.to("cpu")
 
     # 7. prepare.
     if config.sds:
@@ -365,7 +409,7 @@ def _train(accelerator: Any, teacher_source: str, prompt_set: Any, out: Path, co
         student, teacher_unet, opt_student, opt_lora = accelerator.prepare(student, teacher_unet, opt_student, opt_lora)
         checkpointer.optimizers = {"optimizer_student": opt_student, "optimizer_lora": opt_lora}
     trainer = VSDTrainer(config, accelerator, student, teacher_unet, opt_student, opt_lora, ema, teacher.scheduler.alphas_cumprod, embeddings.empty,
-                         teacher.prediction_type)  # fmt: skip
+                         teacher.prediction_type, clip=clip, pairs=pairs, pair_embeddings=pair_embeddings)  # fmt: skip
 
     # 8. Resume.
     run_info = {
@@ -395,8 +439,14 @@ def _train(accelerator: Any, teacher_source: str, prompt_set: Any, out: Path, co
     started = time.time()
     bar = progress_bar(config.max_steps, start_step, main)
     for step in range(start_step, config.max_steps):
-        cond = embeddings.get(order.indices(step)).to(accelerator.device)
-        logs, ok = trainer.train_step(cond, step_generator(config.seed, step, accelerator.process_index))
+        gen = step_generator(config.seed, step, accelerator.process_index)
+        if step < config.regression_steps:  # the warm-start stage
+            logs, ok = trainer.regression_step(config.batch_size, gen)
+        else:
+            indices = order.indices(step)
+            cond = embeddings.get(indices).to(accelerator.device)
+            texts = [prompt_set.prompts[i] for i in indices] if clip is not None else None
+            logs, ok = trainer.train_step(cond, gen, clip_loss_weight(step, config.max_steps, config.clip_weight), texts)
         if ok:
             nan_run = 0
         else:
@@ -440,6 +490,23 @@ def _train(accelerator: Any, teacher_source: str, prompt_set: Any, out: Path, co
     return student_dir
 
 
+def load_extras(config: DistillConfig, accelerator: Any, teacher_id: str, prompt_set: Any) -> tuple[Any, Any]:
+    """SwiftBrush v2's CLIP (with its tiny decoder) and the teacher's pairs, where the config asks for them."""
+    clip = pairs = None
+    if config.clip_weight > 0:
+        from swiftbrush.clip_guidance import ClipGuidance
+
+        clip = ClipGuidance.load(str(config.clip_model), str(config.clip_decoder), device=accelerator.device)
+        truncated = clip.count_truncated(prompt_set.prompts)
+        if truncated and accelerator.is_main_process:
+            logger.info("CLIP loss: %d of %d prompts are longer than the CLIP tokenizer's limit and are truncated", truncated, len(prompt_set))
+    if config.regression_pairs and (config.regression_steps > 0 or config.regression_weight > 0):
+        from swiftbrush.pairs import read_pairs
+
+        pairs = read_pairs(config.regression_pairs, teacher_fingerprint=teacher_id, verify=accelerator.is_main_process)
+    return clip, pairs
+
+
 def make_models(config: DistillConfig, teacher_unet: Any, weight_dtype: torch.dtype, student_init: Any = None) -> tuple[Any, Any]:
     """The student (a full fp32 copy of the teacher UNet, or `student_init`) and the teacher UNet with LoRA adapters.
 
@@ -465,13 +532,14 @@ def make_models(config: DistillConfig, teacher_unet: Any, weight_dtype: torch.dt
 
 
 def make_optimizers(config: DistillConfig, student: Any, teacher_unet: Any) -> tuple[Any, Any]:
-    """Adam, constant lr, no weight decay (SwiftBrush); no LoRA optimiser for SDS.
+    """Adam, constant lr, no weight decay (SwiftBrush; SwiftBrush v2: AdamW); no LoRA optimiser for SDS.
 
     torch's fused Adam (one kernel for all tensors, CPU and CUDA): the same update, up to float
     rounding, as the per-tensor Python loop torch picks by default on CPU (286 tensors in the toy UNet).
     """
-    def adam(params: Any, lr: float) -> torch.optim.Adam:
-        return torch.optim.Adam(params, lr=lr, betas=config.adam_betas, weight_decay=config.weight_decay, fused=True)
+    def adam(params: Any, lr: float) -> torch.optim.Optimizer:
+        kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        return kind(params, lr=lr, betas=config.adam_betas, weight_decay=config.weight_decay, fused=True)
 
     opt_student = adam(student.parameters(), config.student_lr)
     if config.sds:
