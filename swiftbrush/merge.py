@@ -28,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from swiftbrush.errors import InvalidArgumentError, InvalidModelError
+from swiftbrush_runtime.errors import first_line
 from swiftbrush_runtime.manifest import MANIFEST, OutputKind, atomic_dir, check_out_dir, manifest_kind, package_versions, read_json, read_manifest, write_manifest
 from swiftbrush_runtime.onestep import ONESTEP, OneStep, read_onestep, write_onestep
 
@@ -92,7 +93,12 @@ class SafetensorsWeights(Mapping[str, torch.Tensor]):
     """The tensors of one model's safetensors files, read on access; shapes from the headers alone."""
 
     def __init__(self, files: list[Path]) -> None:
-        self._handles = {f: safe_open(str(f), framework="pt") for f in files}
+        self._handles = {}
+        for f in files:
+            try:
+                self._handles[f] = safe_open(str(f), framework="pt")
+            except Exception as e:  # a truncated or foreign file: one line, not a traceback
+                raise InvalidModelError(f"{f} is not a readable safetensors file ({first_line(e)}); rebuild the student") from None
         self._where: dict[str, Path] = {}
         for f, handle in self._handles.items():
             for name in handle.keys():

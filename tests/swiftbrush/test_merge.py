@@ -155,6 +155,11 @@ def _renamed_parameter(students, b):
     _restamp(b, **TEACHER)
 
 
+def _not_safetensors(students, b):
+    (b / WEIGHTS).write_bytes(b"not a safetensors file")
+    _restamp(b, **TEACHER)
+
+
 def _onestep_field(**changes):
     def edit(students, b):
         write_onestep(b, {**read_onestep(b / ONESTEP).to_json(), **changes})
@@ -186,6 +191,7 @@ def _edited_after_writing(students, b):
         (_no_teacher, "b-bad records no teacher"),
         (_other_architecture, "different UNet architectures: unet/config.json's block_out_channels"),
         (_renamed_parameter, "different UNet architectures: the parameter names differ"),
+        (_not_safetensors, "is not a readable safetensors file"),
         (_onestep_field(prediction_type="v_prediction"), "STUDENT_A predicts epsilon and STUDENT_B v_prediction"),
         (_onestep_field(resolution=128), "STUDENT_A makes 64px images and STUDENT_B 128px"),
         (_other_vae, "differ in vae/diffusion_pytorch_model.safetensors"),
