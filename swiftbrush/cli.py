@@ -203,6 +203,27 @@ def pairs_cmd(teacher: str, prompts: str, out: str, per_prompt: int, steps: int,
         click.echo(f"pairs: {folder}")
 
 
+@cli.command("merge")
+@click.argument("student_a", metavar="STUDENT_A")
+@click.argument("student_b", metavar="STUDENT_B")
+@click.option("--weight", type=float, metavar="W", required=True, help="The share of STUDENT_A, in [0, 1]: every UNet tensor becomes W·A + (1−W)·B (0.5: their mean).")
+@click.option("--out", metavar="DIR", required=True, help="A new or empty folder for the merged student.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it is an earlier merge output (nothing else is replaced); it stays whole until the new one is written.")
+@needs_extra("train")
+def merge_cmd(student_a: str, student_b: str, weight: float, out: str, overwrite: bool) -> None:
+    """Merge two students of one teacher: W·A + (1−W)·B in every UNet tensor.
+
+    SwiftBrush v2's final step: merge a VSD student with the one-step student it
+    started from, or with a LoRA student. Both must be student folders of the same teacher,
+    UNet architecture, prediction type and resolution; the rest (VAE, text encoder,
+    tokenizer, scheduler, taesd/) is copied from STUDENT_A. The result is a student
+    folder for eval, export and generate.
+    """
+    from swiftbrush.merge import merge_students
+
+    click.echo(f"student: {merge_students(student_a, student_b, weight, out, overwrite=overwrite)}")
+
+
 @cli.command("demo")
 @click.option("--out", metavar="DIR", default="out/demo", show_default=True, help="A new or empty folder for report.json, grid.png and every stage's output (student/, onnx/, distill/).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is an earlier demo output (nothing else is replaced).")
