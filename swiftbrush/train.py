@@ -7,8 +7,10 @@
     swiftbrush distill ... --out out/sd21 --resume                          # after a kill
 
 Three UNets take part and two are in memory: the student (a full trainable copy of
-the teacher UNet) and the teacher UNet carrying peft LoRA adapters, which is the
-frozen teacher with its adapters disabled and the LoRA teacher with them enabled.
+the teacher UNet; with --student-lora-rank a frozen copy that trains LoRA adapters of
+its own, swiftbrush/lora_student.py) and the teacher UNet carrying peft LoRA adapters,
+which is the frozen teacher with its adapters disabled and the LoRA teacher with them
+enabled.
 Each step runs `student_step()` (variational score distillation) and then
 `lora_step()` (the LoRA teacher learns the student's current distribution). The
 accelerate order follows diffusers' training examples: Accelerator -> models ->

@@ -7,8 +7,12 @@ equals an uninterrupted run and refuses another base, eval and export load the s
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,6 +129,46 @@ def test_a_resume_on_other_base_weights_is_refused(tiny_teacher, tmp_path):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and "other base weights" in lines[0], result.output
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before  # nothing lost
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_gradients_reach_the_adapter_alone(tiny_teacher, checkpointing):
+    """make_models: the student's base is frozen, every adapter weight gets a gradient (with gradient checkpointing too)."""
+    from diffusers import UNet2DConditionModel
+
+    from swiftbrush.config import PRESETS
+    from swiftbrush.train import make_ema, make_models, make_optimizers
+
+    config = dataclasses.replace(PRESETS["toy"], student_lora_rank=4, gradient_checkpointing=checkpointing)
+    teacher_unet = UNet2DConditionModel.from_pretrained(tiny_teacher / "unet")
+    student, lora_teacher = make_models(config, teacher_unet, torch.float32)
+    trainable = [n for n, p in student.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    with torch.no_grad():  # B = 0 at the start would give A no gradient
+        for n, p in student.named_parameters():
+            if ".lora_B." in n:
+                p.normal_()
+    c = student.config
+    x = torch.randn(2, c.in_channels, c.sample_size, c.sample_size)
+    student(x, torch.tensor([999, 999]), torch.randn(2, 3, c.cross_attention_dim)).sample.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().max() > 0 for p in student.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in student.parameters() if not p.requires_grad)
+    opt_student, _ = make_optimizers(config, student, lora_teacher)
+    assert sum(len(g["params"]) for g in opt_student.param_groups) == len(trainable)
+    assert len(make_ema(config, student).shadow_params) == len(trainable)
+
+
+def test_two_processes_agree_on_a_lora_student(tiny_teacher, tmp_path):
+    """DDP on CPU (gloo): the frozen base carries no gradient hooks; both ranks end with the same weights."""
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "swiftbrush.cli"]  # fmt: skip
+    args = ["distill", "--teacher", str(tiny_teacher), "--prompts", "toy", "--out", str(out), *FAST, "--max-steps", "2"]
+    proc = subprocess.run([*launcher, *args], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = json.loads((out / "logs" / "train.jsonl").read_text().splitlines()[-1])
+    assert len(done["weights_fingerprint_per_rank"]) == 2 and len(set(done["weights_fingerprint_per_rank"])) == 1
+    assert (out / "student" / "student_lora" / "adapter_model.safetensors").is_file()
 
 
 def test_eval_and_export_load_the_lora_student(lora_run, tmp_path):
