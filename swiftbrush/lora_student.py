@@ -10,6 +10,7 @@ folder holds the merged full weights in unet/ (export, runtime and diffusers loa
 student) and the adapter beside them in student_lora/, in peft's own format:
 
     from peft import PeftModel
+    # base_unet: the teacher's UNet, or --student-init's (adapter_config.json names it)
     unet = PeftModel.from_pretrained(base_unet, "out/run/student/student_lora").merge_and_unload()
 
 Checkpoints hold the adapter and its EMA only; a resume re-creates the base from the teacher
@@ -31,7 +32,6 @@ from diffusers.training_utils import EMAModel
 from swiftbrush.config import DistillConfig
 
 ADAPTER = "default"  # peft's name for the one adapter of the student
-ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # how PeftModel.save_pretrained names a wrapped model's weights
 EMA_FILE = "ema_adapter.safetensors"
