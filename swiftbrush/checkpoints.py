@@ -5,12 +5,15 @@
 
 A checkpoint folder holds:
 
-    student/                         the student UNet (diffusers folder, safetensors)
-    student_ema/                     its EMA, the weights the finished student gets
+    student/                         the student UNet (diffusers folder, safetensors); a LoRA
+                                     student's adapter only (adapter_model.safetensors)
+    student_ema/                     its EMA, the weights the finished student gets (a LoRA
+                                     student's: ema_adapter.safetensors, the adapter's EMA)
     lora_teacher/                    the teacher UNet's LoRA adapters (none for --sds)
     optimizer_student.safetensors    Adam state (swiftbrush/optim_state.py); optimizer_lora too
     grad_scaler.json                 the fp16 loss scale (only with --mixed-precision fp16 on CUDA)
-    trainer_state.json               step, data position, the run's identity and config
+    trainer_state.json               step, data position, the run's identity and config (and a
+                                     LoRA student's `student_base`: its frozen base, see load)
 
 It is filled as `.tmp-checkpoint-<N>/` and renamed once whole, so a folder named
 `checkpoint-<N>` is always complete. No RNG state is kept: the randomness of a step is a
@@ -57,9 +60,13 @@ class Checkpointer:
     def __init__(self, accelerator: Any, student: Any, lora_unet: Any | None, ema: Any) -> None:
         from accelerate.utils import DistributedType
 
+        from swiftbrush.lora_student import base_identity, is_lora_student
+
         self.accelerator = accelerator
         self.student, self.lora_unet, self.ema = student, lora_unet, ema
         self.optimizers: dict[str, Any] = {}
+        # A LoRA student's checkpoints hold its adapter only; its base is rebuilt on resume and must be the same.
+        self.student_base = base_identity(student) if is_lora_student(student) else None
         self.fsdp = accelerator.distributed_type == DistributedType.FSDP
         accelerator.register_save_state_pre_hook(self._save_hook)
         accelerator.register_load_state_pre_hook(self._load_hook)
@@ -84,7 +91,7 @@ class Checkpointer:
                 write_json(tmp / SCALER_FILE, accelerator.scaler.state_dict())
         accelerator.wait_for_everyone()
         if main:
-            write_json(tmp / STATE_FILE, state)
+            write_json(tmp / STATE_FILE, state if self.student_base is None else {**state, "student_base": self.student_base})
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -102,6 +109,11 @@ class Checkpointer:
                 f"{folder} was written {'under' if written_by_fsdp else 'without'} FSDP and this run is "
                 f"{'' if self.fsdp else 'not '}under FSDP; resume with the accelerate config the run was started with"
             )
+        if self.student_base is not None and read_trainer_state(folder).get("student_base") != self.student_base:
+            raise InvalidArgumentError(
+                f"{folder} trained a LoRA student on other base weights than this run's (the teacher's UNet or --student-init changed); "
+                "resume with the same weights or start a new --out"
+            )
         if self.fsdp:
             self.accelerator.load_state(str(folder))  # calls _load_hook for the models
             return
@@ -113,8 +125,12 @@ class Checkpointer:
 
     def write_models(self, root: Path) -> None:
         """student/, student_ema/ and lora_teacher/ as safetensors folders (main process)."""
-        self.accelerator.unwrap_model(self.student).save_pretrained(root / "student", safe_serialization=True)
-        self.ema.save_pretrained(root / "student_ema")
+        if self.student_base is not None:
+            save_lora(self.accelerator.unwrap_model(self.student), root / "student")
+            self.ema.save(root / "student_ema")
+        else:
+            self.accelerator.unwrap_model(self.student).save_pretrained(root / "student", safe_serialization=True)
+            self.ema.save_pretrained(root / "student_ema")
         if self.lora_unet is not None:
             save_lora(self.accelerator.unwrap_model(self.lora_unet), root / "lora_teacher")
 
@@ -125,10 +141,14 @@ class Checkpointer:
         from safetensors.torch import load_file
 
         student = self.accelerator.unwrap_model(self.student)
-        student.load_state_dict(load_file(root / "student" / "diffusion_pytorch_model.safetensors"))
-        with quiet_diffusers():  # EMA bookkeeping rides in the UNet config; diffusers warns about it
-            loaded = EMAModel.from_pretrained(root / "student_ema", model_cls=UNet2DConditionModel)
-        self.ema.load_state_dict(loaded.state_dict())
+        if self.student_base is not None:
+            load_lora(student, root / "student")
+            self.ema.load(root / "student_ema")
+        else:
+            student.load_state_dict(load_file(root / "student" / "diffusion_pytorch_model.safetensors"))
+            with quiet_diffusers():  # EMA bookkeeping rides in the UNet config; diffusers warns about it
+                loaded = EMAModel.from_pretrained(root / "student_ema", model_cls=UNet2DConditionModel)
+            self.ema.load_state_dict(loaded.state_dict())
         self.ema.to(self.accelerator.device)
         if self.lora_unet is not None:
             load_lora(self.accelerator.unwrap_model(self.lora_unet), root / "lora_teacher")

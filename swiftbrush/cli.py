@@ -112,6 +112,10 @@ def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: 
 @click.option("--student-init", default=None,
               help="Start the student from this UNet instead of the teacher's (SwiftBrush v2: stabilityai/sd-turbo for an SD 2.1-base "
                    "teacher): a pipeline folder, a student folder, a hub id or a UNet folder of the teacher's architecture.")  # fmt: skip
+@click.option("--student-lora-rank", type=Integer(0, 1024), default=None,
+              help="Train rank-N LoRA adapters on the student instead of all its weights (SwiftBrush v2's resource-efficient "
+                   "student: 256 for an SD 2.1-size UNet, alpha 2 x rank); OUT/student then holds the merged weights and the "
+                   "adapter in student_lora/. 0 (default): the full student.")  # fmt: skip
 @click.option("--max-steps", type=Integer(), default=None, help="Training steps (default: the preset's, see below).")
 @click.option("--batch-size", type=Integer(), default=None,
               help="Prompts per process per training step (default: the preset's); not export's or bench's --batch, the images per inference call.")

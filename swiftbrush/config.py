@@ -39,6 +39,8 @@ class DistillConfig:
     lora_alpha: float = 108.0  # LoRA alpha (scale alpha / rank)
     lora_targets: tuple[str, ...] = ("to_q", "to_v")  # attention projections that get LoRA adapters
     student_init: str | None = None  # start the student from this UNet, not the teacher's (SwiftBrush v2: SD-Turbo)
+    student_lora_rank: int = 0  # 0: train the whole student UNet; N: train rank-N LoRA adapters on it (SwiftBrush v2: 256)
+    student_lora_alpha: float | None = None  # the student LoRA's alpha; None: 2 x rank (SwiftBrush v2: 512 for rank 256)
     t_min: int = 20  # smallest VSD timestep (inclusive)
     t_max: int = 980  # largest VSD timestep (inclusive)
     student_lr: float = 1e-6  # Adam learning rate of the student UNet (constant)
@@ -73,8 +75,9 @@ class DistillConfig:
 
     # Fields added after runs were first recorded, with the value that reproduces the math before
     # them: at that value a field is left out of the fingerprint, so a recorded run keeps its hash.
-    OPTIONAL_FIELDS = {"student_init": None, "recipe": "swiftbrush", "optimizer": "adam", "clip_model": None, "clip_decoder": None,
-                       "clip_weight": 0.0, "clip_tau": 0.35, "regression_pairs": None, "regression_steps": 0, "regression_weight": 0.0}  # fmt: skip
+    OPTIONAL_FIELDS = {"student_init": None, "student_lora_rank": 0, "student_lora_alpha": None, "recipe": "swiftbrush", "optimizer": "adam",
+                       "clip_model": None, "clip_decoder": None, "clip_weight": 0.0, "clip_tau": 0.35, "regression_pairs": None,
+                       "regression_steps": 0, "regression_weight": 0.0}  # fmt: skip
     # Fields that may change when a run is resumed (they do not change the math of a step).
     RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "checkpoints_keep", "log_every", "sample_prompts", "nan_patience", "extra")
 
@@ -127,6 +130,10 @@ class DistillConfig:
         need(len(self.lora_targets) > 0, "lora_targets must name at least one module, e.g. to_q,to_v")
         need(self.student_init is None or (isinstance(self.student_init, str) and self.student_init.strip() != ""),
              f"--student-init must name a model folder or hub id, got {self.student_init!r}")  # fmt: skip
+        need(0 <= self.student_lora_rank <= 1024, f"--student-lora-rank must be in 0..1024 (0: a full student), got {self.student_lora_rank}")
+        need(self.student_lora_alpha is None or self.student_lora_alpha > 0, f"student_lora_alpha must be > 0, got {self.student_lora_alpha}")
+        need(self.student_lora_alpha is None or self.student_lora_rank > 0,
+             f"student_lora_alpha {self.student_lora_alpha} needs a LoRA student: set --student-lora-rank too")  # fmt: skip
         need(0 <= self.t_min <= self.t_max <= 999, f"need 0 <= t_min <= t_max <= 999, got t_min {self.t_min}, t_max {self.t_max}")
         for name in ("student_lr", "lora_lr"):
             value = getattr(self, name)

@@ -23,6 +23,8 @@ diffusers' own pipeline makes the same image, bit for bit, as SD-Turbo users cal
     pipe = StableDiffusionPipeline.from_pretrained("out/toy/student")
     image = pipe(prompt, num_inference_steps=1, guidance_scale=0.0).images[0]
 
+A LoRA student (`--student-lora-rank`) has the same folder, its unet/ holding base + adapter
+merged, plus `student_lora/` (peft's adapter_config.json and adapter_model.safetensors).
 `manifest.json` is written last, inside an atomic directory write.
 """
 
@@ -48,6 +50,7 @@ from swiftbrush.losses import output_to_x0
 from swiftbrush.prompts import encode_text
 
 LATENT_CHANNELS = 4
+STUDENT_LORA = "student_lora"  # a LoRA student's adapter (peft format) beside its merged unet/
 VERSIONED = ("swiftbrush", "torch", "diffusers", "transformers", "peft", "accelerate")  # what a student manifest's versions list
 
 
@@ -189,8 +192,13 @@ def sample_student(
     return np.concatenate(out)
 
 
-def write_student(out: Path, unet: Any, teacher: Any, guidance_scale: float, made_from: dict[str, Any], overwrite: bool = True) -> Path:
-    """Write the student directory (contract in the module docstring), atomically, manifest last."""
+def write_student(out: Path, unet: Any, teacher: Any, guidance_scale: float, made_from: dict[str, Any], overwrite: bool = True,
+                  adapter: Any = None) -> Path:  # fmt: skip
+    """Write the student directory (contract in the module docstring), atomically, manifest last.
+
+    `adapter` (a LoRA student's `swiftbrush.lora_student.StudentAdapter`, whose merged weights
+    `unet` holds) goes to student_lora/, listed in the manifest like every other file.
+    """
     from diffusers import StableDiffusionPipeline
 
     from swiftbrush_runtime.manifest import atomic_dir, write_manifest
@@ -214,6 +222,8 @@ def write_student(out: Path, unet: Any, teacher: Any, guidance_scale: float, mad
         # The teacher's own tokenizer files (they include tokenizer.json, which the torch-free runtime reads).
         shutil.rmtree(tmp / "tokenizer")
         shutil.copytree(Path(teacher.path) / "tokenizer", tmp / "tokenizer")
+        if adapter is not None:
+            adapter.save(tmp / STUDENT_LORA)
         write_onestep(tmp, onestep)
         write_manifest(tmp, "student", made_from=made_from, onestep=onestep.to_json(), versions=package_versions(VERSIONED))
     return Path(out)

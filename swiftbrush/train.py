@@ -7,8 +7,10 @@
     swiftbrush distill ... --out out/sd21 --resume                          # after a kill
 
 Three UNets take part and two are in memory: the student (a full trainable copy of
-the teacher UNet) and the teacher UNet carrying peft LoRA adapters, which is the
-frozen teacher with its adapters disabled and the LoRA teacher with them enabled.
+the teacher UNet; with --student-lora-rank a frozen copy that trains LoRA adapters of
+its own, swiftbrush/lora_student.py) and the teacher UNet carrying peft LoRA adapters,
+which is the frozen teacher with its adapters disabled and the LoRA teacher with them
+enabled.
 Each step runs `student_step()` (variational score distillation) and then
 `lora_step()` (the LoRA teacher learns the student's current distribution). The
 accelerate order follows diffusers' training examples: Accelerator -> models ->
@@ -346,9 +348,8 @@ def _train(accelerator: Any, teacher_source: str, prompt_set: Any, out: Path, co
            student_dir: str | Path | None) -> Path:  # fmt: skip
     """Steps 2-10 of a run in the folder `out`, which exists and which every rank sees."""
     from accelerate.utils import set_seed
-    from diffusers import UNet2DConditionModel
-    from diffusers.training_utils import EMAModel
 
+    from swiftbrush.lora_student import StudentAdapter, is_lora_student, merge_adapter
     from swiftbrush.prompts import encode_prompts
     from swiftbrush.student import write_student
     from swiftbrush_runtime.prompts import PromptSet
@@ -372,8 +373,7 @@ def _train(accelerator: Any, teacher_source: str, prompt_set: Any, out: Path, co
     student, teacher_unet = make_models(config, teacher.unet, weight_dtype, student_init=init)
 
     # 3. EMA of the student (the released weights).
-    ema = EMAModel(student.parameters(), decay=config.ema_decay, use_ema_warmup=config.ema_warmup, foreach=True,
-                   model_cls=UNet2DConditionModel, model_config=student.config)  # fmt: skip
+    ema = make_ema(config, student)
     ema.to(accelerator.device)
 
     # 4. Checkpoints: models to safetensors folders, also through accelerate's save/load hooks.
@@ -484,7 +484,10 @@ def _train(accelerator: Any, teacher_source: str, prompt_set: Any, out: Path, co
         assert len(set(per_rank)) == 1, f"ranks disagree on the student weights: {per_rank}"
         made_from = {"teacher": str(teacher_source), "teacher_fingerprint": teacher_id, "prompts": prompt_set.source,
                      "steps": config.max_steps, "config": config.to_dict()}  # fmt: skip
-        write_student(student_dir, unwrapped.float(), teacher, config.guidance_scale, made_from, overwrite=True)
+        # A LoRA student's folder holds the merged weights in unet/ and the adapter in student_lora/.
+        adapter = StudentAdapter.from_unet(unwrapped, base=config.student_init or str(teacher_source)) if is_lora_student(unwrapped) else None
+        unet = merge_adapter(unwrapped) if adapter is not None else unwrapped
+        write_student(student_dir, unet.float(), teacher, config.guidance_scale, made_from, overwrite=True, adapter=adapter)
         logger.info("student written to %s", student_dir)
     accelerator.wait_for_everyone()
     return student_dir
@@ -511,9 +514,15 @@ def make_models(config: DistillConfig, teacher_unet: Any, weight_dtype: torch.dt
     """The student (a full fp32 copy of the teacher UNet, or `student_init`) and the teacher UNet with LoRA adapters.
 
     The teacher's own weights stay frozen (in `weight_dtype` under mixed precision); the
-    LoRA weights train in fp32. With `config.sds` no adapters are added.
+    LoRA weights train in fp32. With `config.sds` no adapters are added to the teacher. With
+    `config.student_lora_rank` the student is frozen too, in fp32 (its finished weights are
+    base + adapter merged), and trains a LoRA adapter of its own (swiftbrush/lora_student.py).
     """
     student = (student_init if student_init is not None else copy.deepcopy(teacher_unet)).float().requires_grad_(True).train()
+    if config.student_lora_rank:
+        from swiftbrush.lora_student import add_student_adapter
+
+        add_student_adapter(student, config)
     teacher_unet.requires_grad_(False)
     if weight_dtype != torch.float32:
         with quiet_diffusers():  # a UNet2DConditionModel has no modules that must stay fp32
@@ -531,6 +540,19 @@ def make_models(config: DistillConfig, teacher_unet: Any, weight_dtype: torch.dt
     return student, teacher_unet
 
 
+def make_ema(config: DistillConfig, student: Any) -> Any:
+    """The student's EMA (diffusers' EMAModel): of every weight of a full student, of the adapter of a LoRA student."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.training_utils import EMAModel
+
+    if config.student_lora_rank:
+        from swiftbrush.lora_student import AdapterEMA
+
+        return AdapterEMA(student, decay=config.ema_decay, use_ema_warmup=config.ema_warmup, foreach=True)
+    return EMAModel(student.parameters(), decay=config.ema_decay, use_ema_warmup=config.ema_warmup, foreach=True,
+                    model_cls=UNet2DConditionModel, model_config=student.config)  # fmt: skip
+
+
 def make_optimizers(config: DistillConfig, student: Any, teacher_unet: Any) -> tuple[Any, Any]:
     """Adam, constant lr, no weight decay (SwiftBrush; SwiftBrush v2: AdamW); no LoRA optimiser for SDS.
 
@@ -541,7 +563,7 @@ def make_optimizers(config: DistillConfig, student: Any, teacher_unet: Any) -> t
         kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
         return kind(params, lr=lr, betas=config.adam_betas, weight_decay=config.weight_decay, fused=True)
 
-    opt_student = adam(student.parameters(), config.student_lr)
+    opt_student = adam([p for p in student.parameters() if p.requires_grad], config.student_lr)  # a LoRA student's adapter only
     if config.sds:
         return opt_student, None
     return opt_student, adam([p for p in teacher_unet.parameters() if p.requires_grad], config.lora_lr)

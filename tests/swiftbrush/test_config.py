@@ -59,6 +59,10 @@ def test_overrides_apply_and_none_keeps_the_preset():
         ("student_lr", float("nan"), "student_lr must be a finite number, got nan"),
         ("seed", -1, "--seed must be in 0..4294967295"),
         ("seed", 2**32, "--seed must be in 0..4294967295"),
+        ("student_lora_rank", -1, "--student-lora-rank must be in 0..1024"),
+        ("student_lora_rank", 1025, "--student-lora-rank must be in 0..1024"),
+        ("student_lora_alpha", 0.0, "student_lora_alpha must be > 0"),
+        ("student_lora_alpha", 16.0, "needs a LoRA student: set --student-lora-rank"),
     ],
 )
 def test_bad_values_are_refused_by_name(field, value, words):
@@ -99,3 +103,13 @@ def test_the_student_timestep_is_fixed_not_a_setting():
 def test_a_recorded_run_keeps_its_fingerprint():
     """The hash of the math is the one recorded runs carry, so they resume (pinned from a toy run's run.json)."""
     assert build_config(None, "toy", max_steps=6, checkpoint_every=3).fingerprint() == "4b242ffa0069b149"
+
+
+def test_a_lora_student_changes_the_fingerprint_and_a_full_one_keeps_it():
+    """student_lora_rank 0 / alpha None are the full student of recorded runs: left out of the hash."""
+    base = PRESETS["toy"]
+    assert "student_lora_rank" in base.to_dict() and base.student_lora_rank == 0 and base.student_lora_alpha is None
+    lora = build_config("toy", "toy", student_lora_rank=256)
+    assert lora.fingerprint() != base.fingerprint()
+    assert build_config("toy", "toy", student_lora_rank=256, student_lora_alpha=64.0).fingerprint() != lora.fingerprint()
+    assert DistillConfig.from_dict(lora.to_dict()) == lora
