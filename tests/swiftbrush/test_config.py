@@ -113,3 +113,47 @@ def test_a_lora_student_changes_the_fingerprint_and_a_full_one_keeps_it():
     assert lora.fingerprint() != base.fingerprint()
     assert build_config("toy", "toy", student_lora_rank=256, student_lora_alpha=64.0).fingerprint() != lora.fingerprint()
     assert DistillConfig.from_dict(lora.to_dict()) == lora
+
+
+def test_recipe_swiftbrush_is_the_preset_and_v2_sets_its_parts():
+    """--recipe swiftbrush (the default) changes nothing; swiftbrush-v2 sets SBv2's values, each still overridable."""
+    for name in PRESETS:
+        assert build_config(name, "x", recipe="swiftbrush") == build_config(name, "x") == PRESETS[name]
+    v2 = build_config("sd21-base", "stabilityai/stable-diffusion-2-1-base", recipe="swiftbrush-v2")
+    assert (v2.optimizer, v2.lora_rank, v2.lora_alpha, v2.guidance_scale, v2.clip_weight, v2.clip_tau) == ("adamw", 64, 128.0, 4.5, 0.1, 0.35)
+    assert v2.clip_model == "openai/clip-vit-base-patch32" and v2.clip_decoder == "madebyollin/taesd" and v2.student_init is None
+    assert v2.fingerprint() != PRESETS["sd21-base"].fingerprint()
+    assert build_config("sd21-base", "x", recipe="swiftbrush-v2", clip_weight=0.0, optimizer="adam").clip_weight == 0.0
+    toy = build_config(None, "toy", recipe="swiftbrush-v2")
+    assert toy.student_init == "toy-warm-start" and toy.clip_model == "toy" and toy.lora_updates > 1 and toy.preset == "toy"
+
+
+def test_a_resumed_run_keeps_its_recipe_values():
+    recorded = build_config("sd21-base", "x", recipe="swiftbrush-v2", clip_weight=0.2).to_dict()
+    assert build_config(None, "x", base=recorded, recipe="swiftbrush-v2").clip_weight == 0.2  # not reset to the recipe's 0.1
+    assert build_config(None, "x", base=recorded).clip_weight == 0.2
+    other = build_config(None, "x", base=recorded, recipe="swiftbrush")  # another recipe: another fingerprint, which resume refuses
+    assert other.recipe == "swiftbrush" and other.fingerprint() != DistillConfig.from_dict(recorded).fingerprint()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"clip_weight": 0.1}, "needs --clip-model"),
+        ({"clip_weight": -1.0}, "--clip-weight must be >= 0"),
+        ({"optimizer": "sgd"}, "--optimizer must be one of"),
+        ({"regression_steps": 5}, "need --regression-pairs"),
+        ({"regression_weight": 0.5}, "need --regression-pairs"),
+        ({"regression_pairs": "p", "regression_steps": 9000}, "must be <= --max-steps"),
+        ({"clip_tau": 0.0, "clip_model": "toy", "clip_decoder": "toy"}, "clip_tau must be in"),
+    ],
+)
+def test_v2_fields_are_validated(overrides, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        build_config("toy", "toy", **overrides)
+
+
+def test_v2_fields_at_their_defaults_leave_recorded_fingerprints_alone():
+    base = build_config(None, "toy", max_steps=6, checkpoint_every=3)
+    assert dataclasses.replace(base, recipe="swiftbrush", optimizer="adam", clip_weight=0.0, regression_steps=0).fingerprint() == "4b242ffa0069b149"
+    assert dataclasses.replace(base, optimizer="adamw").fingerprint() != "4b242ffa0069b149"
