@@ -86,3 +86,27 @@ def lora_denoising_loss(
     a = _per_sample(alpha_t, eps_pred)
     loss = (a * (eps_pred.float() - noise.float()) ** 2).mean()
     return loss, {"lora": loss.item()}
+
+
+def clamped_clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, tau: float = 0.35) -> tuple[torch.Tensor, Logs]:
+    """SwiftBrush v2's clamped CLIP loss: mean over the batch of max(0, tau - cos(image, text)).
+
+    The clamp stops the push once an image matches its prompt well enough (cos >= tau), so the
+    loss steers alignment without dragging the student towards CLIP's adversarial optimum.
+    Embeddings are BxD and normalised here; the text side is a fixed target (detached).
+    """
+    image = F.normalize(image_emb.float(), dim=-1)
+    text = F.normalize(text_emb.detach().float(), dim=-1)
+    cos = (image * text).sum(dim=-1)
+    loss = F.relu(tau - cos).mean()
+    return loss, {"clip": loss.item(), "clip_cos": cos.mean().item()}
+
+
+def clip_loss_weight(step: int, max_steps: int, weight: float) -> float:
+    """The CLIP loss weight at `step`: `weight` decayed linearly to 0 at `max_steps` (never below 0).
+
+    SwiftBrush v2 anneals the term so that the end of training is pure distillation.
+    """
+    if max_steps <= 0:
+        return 0.0
+    return max(0.0, weight * (1.0 - step / max_steps))

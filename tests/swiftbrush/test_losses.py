@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swiftbrush.losses import cfg, eps_to_x0, lora_denoising_loss, output_to_eps, output_to_x0, sds_loss, vsd_loss
+from swiftbrush.losses import cfg, clamped_clip_loss, clip_loss_weight, eps_to_x0, lora_denoising_loss, output_to_eps, output_to_x0, sds_loss, vsd_loss
 
 
 def sd_schedule():
@@ -144,3 +144,44 @@ def test_runtime_x0_coefficients_are_the_training_map(kind):
     z, out = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
     k, m = x0_coefficients(kind, a_T)
     torch.testing.assert_close((z - k * out) * m, output_to_x0(out, z, a_T, kind), rtol=1e-5, atol=1e-5)
+
+
+def test_clamped_clip_loss_is_zero_with_zero_gradient_above_tau():
+    g = torch.Generator().manual_seed(3)
+    text = torch.randn(4, 16, generator=g)
+    image = (text + 0.1 * torch.randn(4, 16, generator=g)).requires_grad_(True)  # cos near 1
+    loss, logs = clamped_clip_loss(image, text, tau=0.35)
+    loss.backward()
+    assert loss.item() == 0.0 and logs["clip"] == 0.0
+    assert logs["clip_cos"] > 0.35
+    assert torch.count_nonzero(image.grad) == 0
+
+
+def test_clamped_clip_loss_value_below_tau_normalises_inside():
+    """Unnormalised inputs: the loss is mean(relu(tau - cos)) of the unit vectors; only pairs below tau count."""
+    text = torch.tensor([[3.0, 0.0], [0.0, 2.0]])
+    image = torch.tensor([[5.0, 5.0], [-1.0, 0.0]])  # cos 1/sqrt(2) (above tau), cos 0 (below)
+    loss, logs = clamped_clip_loss(image, text, tau=0.35)
+    assert loss.item() == pytest.approx(0.35 / 2)
+    assert logs["clip_cos"] == pytest.approx((2**-0.5 + 0.0) / 2)
+    assert clamped_clip_loss(image, text, tau=0.9)[0].item() == pytest.approx(((0.9 - 2**-0.5) + 0.9) / 2)
+
+
+def test_clamped_clip_loss_gradient_flows_only_through_the_image():
+    g = torch.Generator().manual_seed(4)
+    image = torch.randn(3, 8, generator=g).requires_grad_(True)
+    text = (-image.detach() + 0.1 * torch.randn(3, 8, generator=g)).requires_grad_(True)  # cos near -1: all below tau
+    loss, _ = clamped_clip_loss(image, text)
+    loss.backward()
+    assert text.grad is None
+    assert image.grad is not None and image.grad.abs().sum() > 0
+    # A step against the gradient raises the cosine.
+    stepped = clamped_clip_loss(image.detach() - 0.1 * image.grad, text.detach())[1]["clip_cos"]
+    assert stepped > clamped_clip_loss(image.detach(), text.detach())[1]["clip_cos"]
+
+
+def test_clip_loss_weight_decays_linearly_to_zero():
+    assert clip_loss_weight(0, 1000, 0.1) == pytest.approx(0.1)
+    assert clip_loss_weight(500, 1000, 0.1) == pytest.approx(0.05)
+    assert clip_loss_weight(1000, 1000, 0.1) == 0.0
+    assert clip_loss_weight(1200, 1000, 0.1) == 0.0  # past the end: never negative
