@@ -27,3 +27,4 @@ TOY_ASSETS_DIR = _package_dir("swiftbrush") / "toy" / "assets"
 TOY_TEACHER_DIR = TOY_ASSETS_DIR / "teacher"  # the toy latent diffusion teacher (diffusers layout)
 TOY_TAESD_DIR = TOY_ASSETS_DIR / "taesd"  # the AutoencoderTiny distilled from the toy teacher's VAE
 TOY_EVALUATOR_DIR = TOY_ASSETS_DIR / "evaluator"  # the attribute classifier behind alignment and FD
+TOY_CLIP_DIR = TOY_ASSETS_DIR / "clip"  # the toy CLIP (transformers CLIPModel) behind the clamped CLIP loss
