@@ -3,6 +3,7 @@
     python -m benchmarks.train_sd_size                        # GPU: batch 16, bf16, gradient checkpointing
     python -m benchmarks.train_sd_size --batch-size 8 --no-gradient-checkpointing
     python -m benchmarks.train_sd_size --tiny --steps 2       # CPU: same structure, tiny widths
+    python -m benchmarks.train_sd_size --recipe swiftbrush-v2 # + the clamped CLIP loss part, timed alone
 
 The step is the trainer's own (`swiftbrush.train.VSDTrainer`): one student update
 (student forward at T, frozen-teacher and LoRA-teacher CFG forwards, VSD backward)
@@ -10,6 +11,11 @@ then one LoRA-teacher update, with LoRA rank 64 on to_q/to_v and a student EMA.
 No weights are downloaded: the UNet is SD 2.1-base's config with diffusers' random
 initialisation, the text embeddings random 77x1024 tensors. Prints one JSON line.
 For reference the paper's 4.1 A100-days for 65K steps is about 0.18 it/s (A100-40GB).
+
+`--recipe swiftbrush-v2` adds `clip_part`: SwiftBrush v2's clamped CLIP loss on its own
+(swiftbrush.clip_guidance with a random CLIP ViT-B/32 and a random TAESD built from their
+configs): text targets, tiny-decoder decode of the latents, CLIP image tower, loss and the
+backward to the latents, at the same batch; its it/s and peak memory (what the term adds).
 """
 
 from __future__ import annotations
@@ -91,6 +97,75 @@ def run(tiny: bool, batch_size: int, steps: int, warmup: int, mixed_precision: s
     }
 
 
+def run_clip_part(tiny: bool, batch_size: int, steps: int, warmup: int, mixed_precision: str, gradient_checkpointing: bool, seed: int = 0) -> dict:
+    """The clamped CLIP loss term alone: random ViT-B/32 CLIP + random TAESD, forward and backward to x0."""
+    import tempfile
+    from pathlib import Path
+
+    from diffusers import AutoencoderTiny
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    from swiftbrush.clip_guidance import ClipGuidance, ImagePreprocessing
+    from swiftbrush.losses import clamped_clip_loss
+    from swiftbrush.toy.vocab import write_tokenizer
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+    torch.manual_seed(seed)
+    if tiny:  # ViT-B/32's structure at CPU widths; 32x32 input, so the resize runs as at full size
+        tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+        clip_config = CLIPConfig(text_config=tower, vision_config=dict(tower, image_size=32, patch_size=8), projection_dim=32)
+        taesd = AutoencoderTiny(encoder_block_out_channels=(16,) * 4, decoder_block_out_channels=(16,) * 4)
+    else:
+        clip_config, taesd = CLIPConfig(), AutoencoderTiny()  # the defaults are ViT-B/32 and SD's TAESD
+    clip = CLIPModel(clip_config).to(device, dtype)
+    taesd.encoder = None
+    taesd.to(device, dtype)
+    if gradient_checkpointing:  # the decoder only: transformers checkpoints a model in training mode, and the frozen
+        taesd.enable_gradient_checkpointing()  # CLIP runs in eval (ViT-B/32 keeps 50 tokens an image: small activations)
+    with tempfile.TemporaryDirectory() as tok_dir:  # CLIP's BPE vocabulary is a download: the toy one tokenizes the same way
+        write_tokenizer(Path(tok_dir))
+        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    size = clip_config.vision_config.image_size
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    guidance = ClipGuidance(clip, tokenizer, ImagePreprocessing(size, (size, size), mean, std), taesd, Path("random"), Path("random"))
+    latent = TINY_UNET["sample_size"] if tiny else SD21_UNET["sample_size"]
+    prompts = ["a photograph of an astronaut riding a horse"] * batch_size
+    x0 = torch.randn(batch_size, 4, latent, latent, device=device)
+
+    def step() -> None:
+        text, _ = guidance.encode_prompts(prompts)
+        latents = x0.clone().requires_grad_(True)
+        loss, _ = clamped_clip_loss(guidance.image_embeddings(latents), text, tau=1.0)  # tau 1: every sample pulls
+        loss.backward()
+        assert latents.grad is not None and torch.isfinite(latents.grad).all()
+
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {
+        "clip_params_m": round(sum(p.numel() for p in clip.parameters()) / 1e6, 1),
+        "taesd_decoder_params_m": round(sum(p.numel() for p in taesd.parameters()) / 1e6, 2),
+        "image_size": size,
+        "batch_size": batch_size,
+        "dtype": str(dtype).removeprefix("torch."),
+        "taesd_gradient_checkpointing": gradient_checkpointing,
+        "it_per_s": round(steps / seconds, 3),
+        "seconds_per_step": round(seconds / steps, 4),
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny widths, SD 2.1-base structure (CPU)")
@@ -99,10 +174,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None, help="default: bf16 on GPU, no on CPU")
     parser.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
+    parser.add_argument("--recipe", choices=("swiftbrush", "swiftbrush-v2"), default="swiftbrush", help="swiftbrush-v2: also time the clamped CLIP loss part")
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args()
     mixed = args.mixed_precision or ("bf16" if torch.cuda.is_available() else "no")
     result = run(args.tiny, args.batch_size, args.steps, args.warmup, mixed, args.gradient_checkpointing)
+    if args.recipe == "swiftbrush-v2":
+        result["clip_part"] = run_clip_part(args.tiny, args.batch_size, args.steps, args.warmup, mixed, args.gradient_checkpointing)
     text = json.dumps(result)
     print(text)
     if args.json:

@@ -28,3 +28,4 @@ TOY_TEACHER_DIR = TOY_ASSETS_DIR / "teacher"  # the toy latent diffusion teacher
 TOY_TAESD_DIR = TOY_ASSETS_DIR / "taesd"  # the AutoencoderTiny distilled from the toy teacher's VAE
 TOY_EVALUATOR_DIR = TOY_ASSETS_DIR / "evaluator"  # the attribute classifier behind alignment and FD
 TOY_WARM_START_DIR = TOY_ASSETS_DIR / "warm-start"  # a one-step UNet regressed onto the toy teacher's own samples (the toy's SD-Turbo)
+TOY_CLIP_DIR = TOY_ASSETS_DIR / "clip"  # the toy CLIP (transformers CLIPModel) behind the clamped CLIP loss

@@ -133,3 +133,29 @@ def make_tiny_teacher(out: Path, seed: int = 0, prediction_type: str = "epsilon"
     shutil.copytree(tok_dir, out / "tokenizer", dirs_exist_ok=True)
     shutil.rmtree(tok_dir)
     return out
+
+
+def make_tiny_clip(out: Path, seed: int = 0, image_size: int = 32) -> Path:
+    """A hub-style transformers CLIPModel folder with random weights: both towers tiny, the toy tokenizer,
+    and a CLIPImageProcessor config (resize and centre-crop to `image_size`, CLIP's mean and std)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    from swiftbrush.toy.vocab import write_tokenizer
+
+    out = Path(out)
+    write_tokenizer(out)
+    tokenizer = CLIPTokenizer.from_pretrained(out)
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, projection_dim=16)
+    torch.manual_seed(seed)
+    model = CLIPModel(CLIPConfig(
+        text_config=dict(tower, vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(tower, image_size=image_size, patch_size=8), projection_dim=16,
+    ))  # fmt: skip
+    model.save_pretrained(out, safe_serialization=True)
+    CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+        image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
+    ).save_pretrained(out)  # fmt: skip
+    return out
