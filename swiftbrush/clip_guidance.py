@@ -171,6 +171,11 @@ class ClipGuidance:
     def device(self) -> torch.device:
         return next(self.clip.parameters()).device
 
+    def count_truncated(self, prompts: Sequence[str], chunk: int = 4096) -> int:
+        """How many prompts are longer than CLIP's context and get cut (tokenizer only: cheap for a whole prompt set)."""
+        prompts = list(prompts)
+        return sum(len(ids) > self.max_length for i in range(0, len(prompts), chunk) for ids in self.tokenizer(prompts[i : i + chunk], truncation=False).input_ids)
+
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, int]:
         """Unit-norm CLIP text embeddings (N x D, float32, no grad), and how many prompts were truncated.

@@ -67,13 +67,13 @@ def main() -> None:
     pairs = args.pairs or args.work / "pairs"
     if not (pairs / "manifest.json").is_file():  # sampled, or finished where an earlier run stopped
         sample_pairs("toy", "toy", pairs, per_prompt=PAIRS_PER_CAPTION, steps=TEACHER_STEPS, seed=args.seed, batch_size=64)
-    pairs_seconds = time.time() - started
+    pairs_seconds = time.time() - started  # 0 when an earlier run (or --pairs) had sampled them
     config = build_config("toy", "toy", regression_pairs=str(pairs), regression_steps=args.steps, max_steps=args.steps,
                           student_lr=REGRESSION_LR, seed=args.seed, checkpoint_every=250, sample_prompts=4)  # fmt: skip
     run = args.work / "run"
     resume = (run / "run.json").is_file()
     student = distill("toy", "toy", run, config, resume=resume)
-    unet = UNet2DConditionModel.from_pretrained(student / "unet", torch_dtype=torch.float32).to(torch.float16)
+    unet = UNet2DConditionModel.from_pretrained(student / "unet", torch_dtype=torch.float16)
     with atomic_dir(args.out, overwrite=True, kind=OutputKind("toy warm start", recognise_warm_start)) as tmp:
         unet.save_pretrained(tmp, safe_serialization=True)
         info = {
@@ -84,6 +84,8 @@ def main() -> None:
             "dtype": "float16",
         }  # fmt: skip
         atomic_write(tmp / "training.json", json.dumps(info, indent=2) + "\n")
+        for f in tmp.iterdir():  # save_pretrained's temporary files are private; these are ordinary package data
+            f.chmod(0o644)
     print(f"warm start written to {args.out}")
 
 

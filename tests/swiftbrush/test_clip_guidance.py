@@ -83,7 +83,7 @@ def test_long_prompts_are_truncated_and_counted(guidance: ClipGuidance):
     long = " ".join(["a red circle on a blue background"] * 12)  # 84 words, one token each, + BOS/EOS
     assert len(guidance.tokenizer(long).input_ids) > 77
     text, truncated = guidance.encode_prompts([long, "a red circle", long])
-    assert truncated == 2
+    assert truncated == 2 == guidance.count_truncated([long, "a red circle", long])
     assert text.shape == (3, guidance.clip.config.projection_dim)
     torch.testing.assert_close(text.norm(dim=-1), torch.ones(3))
 

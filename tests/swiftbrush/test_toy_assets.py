@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from swiftbrush_runtime.toy_assets import TOY_ASSETS_DIR, TOY_EVALUATOR_DIR, TOY_TAESD_DIR, TOY_TEACHER_DIR
+from swiftbrush_runtime.toy_assets import TOY_ASSETS_DIR, TOY_CLIP_DIR, TOY_EVALUATOR_DIR, TOY_TAESD_DIR, TOY_TEACHER_DIR, TOY_WARM_START_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = [
@@ -31,12 +31,15 @@ REQUIRED = [
     TOY_TAESD_DIR / "diffusion_pytorch_model.safetensors",
     TOY_EVALUATOR_DIR / "config.json",
     TOY_EVALUATOR_DIR / "model.safetensors",
+    *(TOY_CLIP_DIR / name for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt", "preprocessor_config.json")),
+    TOY_WARM_START_DIR / "config.json",
+    TOY_WARM_START_DIR / "diffusion_pytorch_model.safetensors",
 ]
 
 
 def test_every_toy_asset_is_present_and_not_empty():
     missing = [str(p.relative_to(TOY_ASSETS_DIR)) for p in REQUIRED if not p.is_file() or p.stat().st_size == 0]
-    assert missing == [], f"toy assets missing from {TOY_ASSETS_DIR}: {missing} (python -m swiftbrush.toy.train_teacher / train_taesd / train_evaluator)"
+    assert missing == [], f"toy assets missing from {TOY_ASSETS_DIR}: {missing} (python -m swiftbrush.toy.train_teacher / train_taesd / train_evaluator / train_clip / train_warm_start)"
 
 
 def test_every_toy_asset_is_tracked_by_git():
