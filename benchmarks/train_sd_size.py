@@ -3,7 +3,7 @@
     python -m benchmarks.train_sd_size                        # GPU: batch 16, bf16, gradient checkpointing
     python -m benchmarks.train_sd_size --batch-size 8 --no-gradient-checkpointing
     python -m benchmarks.train_sd_size --tiny --steps 2       # CPU: same structure, tiny widths
-    python -m benchmarks.train_sd_size --recipe swiftbrush-v2 # + the clamped CLIP loss part, timed alone
+    python -m benchmarks.train_sd_size --recipe swiftbrush-v2 # SwiftBrush v2's step (CLIP loss via TAESD), and that part alone
 
 The step is the trainer's own (`swiftbrush.train.VSDTrainer`): one student update
 (student forward at T, frozen-teacher and LoRA-teacher CFG forwards, VSD backward)
@@ -12,7 +12,8 @@ No weights are downloaded: the UNet is SD 2.1-base's config with diffusers' rand
 initialisation, the text embeddings random 77x1024 tensors. Prints one JSON line.
 For reference the paper's 4.1 A100-days for 65K steps is about 0.18 it/s (A100-40GB).
 
-`--recipe swiftbrush-v2` adds `clip_part`: SwiftBrush v2's clamped CLIP loss on its own
+`--recipe swiftbrush-v2` times v2's step instead (the recipe's AdamW and LoRA r64/a128, the CLIP
+loss at its starting weight 0.1 inside the student update) and adds `clip_part`: the CLIP loss on its own
 (swiftbrush.clip_guidance with a random CLIP ViT-B/32 and a random TAESD built from their
 configs): text targets, tiny-decoder decode of the latents, CLIP image tower, loss and the
 backward to the latents, at the same batch; its it/s and peak memory (what the term adds).
@@ -21,9 +22,9 @@ backward to the latents, at the same batch; its it/s and peak memory (what the t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
+from typing import Any
 
 import torch
 
@@ -32,6 +33,7 @@ from benchmarks.sd_configs import SD21_UNET
 # The same structure at widths a CPU runs in seconds; text width 32 (the step's random embeddings), not sd_configs.TINY_UNET's 64.
 TINY_UNET = {**SD21_UNET, "sample_size": 8, "block_out_channels": (20, 40, 80, 80), "cross_attention_dim": 32, "norm_num_groups": 4}
 TEXT_LENGTH = 77
+PROMPT = "a photograph of an astronaut riding a horse"
 
 
 def sd_scaled_linear_alphas_cumprod() -> torch.Tensor:
@@ -39,16 +41,17 @@ def sd_scaled_linear_alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).float()
 
 
-def run(tiny: bool, batch_size: int, steps: int, warmup: int, mixed_precision: str, gradient_checkpointing: bool, seed: int = 0) -> dict:
+def run(tiny: bool, batch_size: int, steps: int, warmup: int, mixed_precision: str, gradient_checkpointing: bool, seed: int = 0,
+        recipe: str = "swiftbrush") -> dict:  # fmt: skip
     from accelerate import Accelerator
     from diffusers import UNet2DConditionModel
     from diffusers.training_utils import EMAModel
 
-    from swiftbrush.config import PRESETS
+    from swiftbrush.config import build_config
     from swiftbrush.train import VSDTrainer, make_models, make_optimizers, step_generator
 
-    config = dataclasses.replace(PRESETS["sd21-base"], batch_size=batch_size, mixed_precision=mixed_precision,
-                                 gradient_checkpointing=gradient_checkpointing, seed=seed).validate()  # fmt: skip
+    config = build_config("sd21-base", "sd21-base", recipe=recipe, batch_size=batch_size, mixed_precision=mixed_precision,
+                          gradient_checkpointing=gradient_checkpointing, seed=seed)  # fmt: skip
     accelerator = Accelerator(mixed_precision=mixed_precision)
     device = accelerator.device
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
@@ -62,27 +65,35 @@ def run(tiny: bool, batch_size: int, steps: int, warmup: int, mixed_precision: s
     student, teacher_unet, opt_student, opt_lora = accelerator.prepare(student, teacher_unet, opt_student, opt_lora)
     width = unet_config["cross_attention_dim"]
     empty = torch.randn(1, TEXT_LENGTH, width)
-    trainer = VSDTrainer(config, accelerator, student, teacher_unet, opt_student, opt_lora, ema, sd_scaled_linear_alphas_cumprod(), empty)
+    clip = random_clip_guidance(tiny, device, weight_dtype, gradient_checkpointing) if config.clip_weight > 0 else None
+    trainer = VSDTrainer(config, accelerator, student, teacher_unet, opt_student, opt_lora, ema, sd_scaled_linear_alphas_cumprod(), empty, clip=clip)
     cond = torch.randn(batch_size, TEXT_LENGTH, width, device=device)
+    texts = [PROMPT] * batch_size
+
+    def train_step(step: int) -> bool:  # v2's CLIP term at its full starting weight
+        return trainer.train_step(cond, step_generator(seed, step, 0), config.clip_weight, texts)[1]
 
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     for step in range(warmup):
-        trainer.train_step(cond, step_generator(seed, step, 0))
+        train_step(step)
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
     ok_steps = 0
     for step in range(warmup, warmup + steps):
-        _, ok = trainer.train_step(cond, step_generator(seed, step, 0))
-        ok_steps += ok
+        ok_steps += train_step(step)
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     params = sum(p.numel() for p in accelerator.unwrap_model(student).parameters())
     return {
         "size": "tiny" if tiny else "sd21-base",
+        "recipe": recipe,
+        "optimizer": config.optimizer,
+        "lora_rank": config.lora_rank,
+        "clip_loss": clip is not None,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "unet_params_m": round(params / 1e6, 1),
         "batch_size": batch_size,
@@ -97,8 +108,8 @@ def run(tiny: bool, batch_size: int, steps: int, warmup: int, mixed_precision: s
     }
 
 
-def run_clip_part(tiny: bool, batch_size: int, steps: int, warmup: int, mixed_precision: str, gradient_checkpointing: bool, seed: int = 0) -> dict:
-    """The clamped CLIP loss term alone: random ViT-B/32 CLIP + random TAESD, forward and backward to x0."""
+def random_clip_guidance(tiny: bool, device: torch.device, dtype: torch.dtype, gradient_checkpointing: bool) -> Any:
+    """SwiftBrush v2's CLIP loss models with random weights: a CLIP ViT-B/32 and SD's TAESD (tiny widths with `tiny`)."""
     import tempfile
     from pathlib import Path
 
@@ -106,12 +117,9 @@ def run_clip_part(tiny: bool, batch_size: int, steps: int, warmup: int, mixed_pr
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
     from swiftbrush.clip_guidance import ClipGuidance, ImagePreprocessing
-    from swiftbrush.losses import clamped_clip_loss
+    from swiftbrush.runlog import quiet_diffusers
     from swiftbrush.toy.vocab import write_tokenizer
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
-    torch.manual_seed(seed)
     if tiny:  # ViT-B/32's structure at CPU widths; 32x32 input, so the resize runs as at full size
         tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
         clip_config = CLIPConfig(text_config=tower, vision_config=dict(tower, image_size=32, patch_size=8), projection_dim=32)
@@ -120,7 +128,8 @@ def run_clip_part(tiny: bool, batch_size: int, steps: int, warmup: int, mixed_pr
         clip_config, taesd = CLIPConfig(), AutoencoderTiny()  # the defaults are ViT-B/32 and SD's TAESD
     clip = CLIPModel(clip_config).to(device, dtype)
     taesd.encoder = None
-    taesd.to(device, dtype)
+    with quiet_diffusers():  # TAESD has no modules that must stay fp32
+        taesd.to(device, dtype)
     if gradient_checkpointing:  # the decoder only: transformers checkpoints a model in training mode, and the frozen
         taesd.enable_gradient_checkpointing()  # CLIP runs in eval (ViT-B/32 keeps 50 tokens an image: small activations)
     with tempfile.TemporaryDirectory() as tok_dir:  # CLIP's BPE vocabulary is a download: the toy one tokenizes the same way
@@ -128,9 +137,20 @@ def run_clip_part(tiny: bool, batch_size: int, steps: int, warmup: int, mixed_pr
         tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
     size = clip_config.vision_config.image_size
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-    guidance = ClipGuidance(clip, tokenizer, ImagePreprocessing(size, (size, size), mean, std), taesd, Path("random"), Path("random"))
+    return ClipGuidance(clip, tokenizer, ImagePreprocessing(size, (size, size), mean, std), taesd, Path("random"), Path("random"))
+
+
+def run_clip_part(tiny: bool, batch_size: int, steps: int, warmup: int, mixed_precision: str, gradient_checkpointing: bool, seed: int = 0) -> dict:
+    """The clamped CLIP loss term alone: random ViT-B/32 CLIP + random TAESD, forward and backward to x0."""
+    from swiftbrush.losses import clamped_clip_loss
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+    torch.manual_seed(seed)
+    guidance = random_clip_guidance(tiny, device, dtype, gradient_checkpointing)
+    clip, taesd, size = guidance.clip, guidance.decoder, guidance.clip.config.vision_config.image_size
     latent = TINY_UNET["sample_size"] if tiny else SD21_UNET["sample_size"]
-    prompts = ["a photograph of an astronaut riding a horse"] * batch_size
+    prompts = [PROMPT] * batch_size
     x0 = torch.randn(batch_size, 4, latent, latent, device=device)
 
     def step() -> None:
@@ -174,11 +194,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None, help="default: bf16 on GPU, no on CPU")
     parser.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
-    parser.add_argument("--recipe", choices=("swiftbrush", "swiftbrush-v2"), default="swiftbrush", help="swiftbrush-v2: also time the clamped CLIP loss part")
+    parser.add_argument("--recipe", choices=("swiftbrush", "swiftbrush-v2"), default="swiftbrush",
+                        help="swiftbrush-v2: the v2 step (AdamW, LoRA r64/a128, the clamped CLIP loss via TAESD) and the CLIP part timed alone")  # fmt: skip
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args()
     mixed = args.mixed_precision or ("bf16" if torch.cuda.is_available() else "no")
-    result = run(args.tiny, args.batch_size, args.steps, args.warmup, mixed, args.gradient_checkpointing)
+    result = run(args.tiny, args.batch_size, args.steps, args.warmup, mixed, args.gradient_checkpointing, recipe=args.recipe)
     if args.recipe == "swiftbrush-v2":
         result["clip_part"] = run_clip_part(args.tiny, args.batch_size, args.steps, args.warmup, mixed, args.gradient_checkpointing)
     text = json.dumps(result)
