@@ -145,6 +145,8 @@ def eval_cmd(model: str, steps: int, guidance_scale: float | None, per_caption: 
 @click.option("--clip-model", default=None, help="CLIP for the clamped CLIP loss: a CLIPModel folder, hub id (openai/clip-vit-base-patch32) or 'toy'.")
 @click.option("--clip-decoder", default=None, help="Tiny decoder for the CLIP loss: an AutoencoderTiny folder, hub id (madebyollin/taesd) or 'toy'.")
 @click.option("--clip-weight", type=float, default=None, help="Weight of the clamped CLIP loss at step 0, decayed linearly to 0 (v2: 0.1; 0 = off).")
+@click.option("--lora-warmup-steps", type=Integer(), default=None,
+              help="Steps (after any regression stage) in which only the LoRA teacher learns, the student held: spares a good start VSD's first pull.")
 @click.option("--regression-pairs", default=None, help="A `swiftbrush pairs` folder of this teacher: its own (noise -> sample) pairs.")
 @click.option("--regression-steps", type=Integer(), default=None, help="First N steps: regress the student onto the pairs only (an image-free warm start).")
 @click.option("--regression-weight", type=float, default=None, help="Weight of the regression term added to VSD after those steps (DMD's; 0 = off).")

@@ -62,6 +62,7 @@ class DistillConfig:
     regression_pairs: str | None = None  # a `swiftbrush pairs` folder: the teacher's own (noise, prompt) -> sample pairs
     regression_steps: int = 0  # the first N steps regress the student onto the pairs only (a warm start, no VSD)
     regression_weight: float = 0.0  # DMD's weighted regression term added to the VSD loss in the later steps
+    lora_warmup_steps: int = 0  # steps (after any regression stage) in which only the LoRA teacher learns the student's samples
     sds: bool = False  # ablation: SDS instead of VSD (no LoRA teacher; its prediction is the sampled noise)
     mixed_precision: str = "no"  # "no", "fp16" or "bf16" (VAE always fp32)
     gradient_checkpointing: bool = False  # trade compute for memory in both UNets
@@ -77,7 +78,7 @@ class DistillConfig:
     # them: at that value a field is left out of the fingerprint, so a recorded run keeps its hash.
     OPTIONAL_FIELDS = {"student_init": None, "student_lora_rank": 0, "student_lora_alpha": None, "recipe": "swiftbrush", "optimizer": "adam",
                        "clip_model": None, "clip_decoder": None, "clip_weight": 0.0, "clip_tau": 0.35, "regression_pairs": None,
-                       "regression_steps": 0, "regression_weight": 0.0}  # fmt: skip
+                       "regression_steps": 0, "regression_weight": 0.0, "lora_warmup_steps": 0}  # fmt: skip
     # Fields that may change when a run is resumed (they do not change the math of a step).
     RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "checkpoints_keep", "log_every", "sample_prompts", "nan_patience", "extra")
 
@@ -158,7 +159,10 @@ class DistillConfig:
              "--clip-weight > 0 needs --clip-model (a CLIP folder or hub id) and --clip-decoder (a TAESD folder or hub id)")  # fmt: skip
         need(self.regression_steps >= 0, f"--regression-steps must be >= 0, got {self.regression_steps}")
         need(self.regression_weight >= 0, f"--regression-weight must be >= 0, got {self.regression_weight}")
-        need(self.regression_steps <= self.max_steps, f"--regression-steps ({self.regression_steps}) must be <= --max-steps ({self.max_steps})")
+        need(self.lora_warmup_steps >= 0, f"--lora-warmup-steps must be >= 0, got {self.lora_warmup_steps}")
+        need(self.regression_steps + self.lora_warmup_steps <= self.max_steps,
+             f"--regression-steps ({self.regression_steps}) + --lora-warmup-steps ({self.lora_warmup_steps}) must be <= --max-steps ({self.max_steps})")  # fmt: skip
+        need(not (self.sds and self.lora_warmup_steps), "--lora-warmup-steps needs a LoRA teacher; --sds has none")
         need((self.regression_steps == 0 and self.regression_weight == 0) or bool(self.regression_pairs),
              "--regression-steps/--regression-weight need --regression-pairs (a folder made by `swiftbrush pairs`)")  # fmt: skip
         need(self.nan_patience >= 1, f"nan_patience must be >= 1, got {self.nan_patience}")

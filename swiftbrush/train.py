@@ -224,6 +224,22 @@ class VSDTrainer:
         optimizer.zero_grad(set_to_none=True)
         return ok
 
+    def lora_warmup_step(self, cond: torch.Tensor, gen: torch.Generator) -> tuple[dict[str, float], bool]:
+        """Only the LoRA teacher learns, on the student's current samples: from a good start (a
+        one-step model), VSD's first steps would otherwise pull the student along a LoRA teacher
+        that still scores the frozen teacher's distribution, not the student's."""
+        b = cond.shape[0]
+        shape = (b, self.teacher.config.in_channels, self.teacher.config.sample_size, self.teacher.config.sample_size)
+        with torch.no_grad():
+            x0 = self.student_x0(self._randn(shape, gen), cond)
+        logs: dict[str, float] = {}
+        ok = True
+        for _ in range(self.config.lora_updates):
+            lora_logs, lora_ok = self.lora_step(x0, cond, gen)
+            logs.update(lora_logs)
+            ok = ok and lora_ok
+        return logs, ok
+
     def train_step(self, cond: torch.Tensor, gen: torch.Generator, clip_weight: float = 0.0,
                    texts: list[str] | None = None) -> tuple[dict[str, float], bool]:  # fmt: skip
         self.student.train()
@@ -445,8 +461,11 @@ def _train(accelerator: Any, teacher_source: str, prompt_set: Any, out: Path, co
         else:
             indices = order.indices(step)
             cond = embeddings.get(indices).to(accelerator.device)
-            texts = [prompt_set.prompts[i] for i in indices] if clip is not None else None
-            logs, ok = trainer.train_step(cond, gen, clip_loss_weight(step, config.max_steps, config.clip_weight), texts)
+            if step < config.regression_steps + config.lora_warmup_steps:
+                logs, ok = trainer.lora_warmup_step(cond, gen)
+            else:
+                texts = [prompt_set.prompts[i] for i in indices] if clip is not None else None
+                logs, ok = trainer.train_step(cond, gen, clip_loss_weight(step, config.max_steps, config.clip_weight), texts)
         if ok:
             nan_run = 0
         else:

@@ -63,3 +63,26 @@ def test_a_clip_model_that_is_not_a_clip_is_refused_before_anything_is_written(t
                                      "--clip-model", str(TOY_TEACHER_DIR), "--clip-decoder", "toy", "--clip-weight", "0.1"))  # fmt: skip
     assert "CLIP" in message and not out.exists()
     assert "needs --clip-model" in one_line_exit_2(invoke("distill", "--teacher", "toy", "--prompts", "toy", "--out", str(out), "--clip-weight", "0.1"))
+
+
+def test_lora_warmup_steps_train_the_lora_teacher_alone(tiny_teacher, tmp_path):
+    """During --lora-warmup-steps the student keeps its weights and the LoRA teacher learns; VSD follows."""
+    import torch
+    from safetensors.torch import load_file
+
+    from swiftbrush.checkpoints import LORA_FILE
+    from swiftbrush.config import build_config
+    from swiftbrush.teacher import load_teacher
+    from swiftbrush.train import distill
+
+    out = tmp_path / "run"
+    config = build_config("toy", str(tiny_teacher), batch_size=2, max_steps=3, checkpoint_every=2, log_every=1, sample_prompts=0,
+                          lora_warmup_steps=2, lora_updates=2)  # fmt: skip
+    distill(str(tiny_teacher), "toy", out, config)
+    ckpt = out / "checkpoints" / "checkpoint-2"
+    student = load_file(next((ckpt / "student").glob("*.safetensors")))
+    start = load_teacher(tiny_teacher).unet.state_dict()
+    assert all(torch.equal(student[k], start[k]) for k in start)
+    assert any(float(v.abs().sum()) > 0 for k, v in load_file(ckpt / "lora_teacher" / LORA_FILE).items() if "lora_B" in k)
+    steps = {r["step"]: r for r in map(json.loads, (out / "logs" / "train.jsonl").read_text().splitlines()) if "event" not in r}
+    assert "vsd" not in steps[2] and "lora" in steps[2] and "vsd" in steps[3]
