@@ -12,7 +12,12 @@ its own, swiftbrush/lora_student.py) and the teacher UNet carrying peft LoRA ada
 which is the frozen teacher with its adapters disabled and the LoRA teacher with them
 enabled.
 Each step runs `student_step()` (variational score distillation) and then
-`lora_step()` (the LoRA teacher learns the student's current distribution). The
+`lora_step()` (the LoRA teacher learns the student's current distribution). Three
+stages may come first or join it, each off by default: `--regression-steps` regress the
+student onto the teacher's own pairs (`swiftbrush pairs`, an image-free warm start;
+`--regression-weight` keeps that term beside VSD later), `--lora-warmup-steps` let only
+the LoRA teacher learn, and SwiftBrush v2's clamped CLIP loss (`--clip-weight`) joins the
+student's loss. `--recipe swiftbrush-v2` (swiftbrush/config.py) sets v2's values. The
 accelerate order follows diffusers' training examples: Accelerator -> models ->
 EMA -> save/load hooks -> optimisers -> data -> prepare -> resume -> loop.
 Checkpoint I/O lives in swiftbrush/checkpoints.py, the out-folder contract in
@@ -76,7 +81,8 @@ class TrainingDivergedError(SwiftBrushError):
 
 
 class VSDTrainer:
-    """The SwiftBrush update: one student step (VSD) then one LoRA-teacher step.
+    """The SwiftBrush update: one student step (VSD, plus v2's CLIP term and DMD's regression
+    term when configured) then `lora_updates` LoRA-teacher steps; and the warm-start steps.
 
     Holds no files and loads nothing, so the real-size benchmark and the tests
     build it from in-memory models. `lora_unet` is the teacher UNet with peft LoRA

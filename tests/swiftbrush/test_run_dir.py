@@ -234,9 +234,12 @@ def test_the_real_demo_stages_end_in_one_finished_folder(tmp_path, monkeypatch):
     out = tmp_path / "demo"
     report = demo.run_demo(out, per_caption=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
-    assert sorted(p.name for p in out.iterdir()) == ["distill", "grid.png", "manifest.json", "onnx", "report.json", "student"]
+    assert sorted(p.name for p in out.iterdir()) == ["distill", "grid.png", "manifest.json", "onnx", "report.json", "start", "student", "vsd-student"]
     read_manifest(out, "demo", verify=True)
     assert read_manifest(out / "onnx", "onnx")["source"]["student"] == str((out / "student").resolve())  # where the student is now
     assert report["distill"]["run_dir"] == str(out.resolve() / "distill") and report["distill"]["steps"] == 2
+    assert report["distill"]["recipe"] == "swiftbrush-v2" and {"start", "vsd_student", "student", "student_vs_start"} <= set(report)
+    merge = read_manifest(out / "student", "student")["made_from"]["merge"]  # the final student: the VSD student merged with its start
+    assert (merge["a"], merge["b"]) == (str(out.resolve() / "vsd-student"), str(out.resolve() / "start"))
     with pytest.raises(InvalidArgumentError, match="pass --overwrite to replace it"):
         demo.run_demo(out, per_caption=2)
