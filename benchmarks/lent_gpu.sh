@@ -8,7 +8,7 @@
 #            pip download --no-deps -d .whl diffusers==0.39.0 torchao==0.18.0
 #            make demo            (out/demo/student, for the fp8 step's toy quality check)
 #   carry:   [".whl", "out/demo/student"]
-#   command: STEPS="runtime" OUT=$OUT bash benchmarks/lent_gpu.sh   (STEPS: any of fp8 layout runtime)
+#   command: STEPS="runtime" OUT=$OUT bash benchmarks/lent_gpu.sh   (STEPS: any of fp8 layout runtime train-v2)
 #
 # Rehearse it on the CPU first: TINY=1 OUT=/tmp/lent PY=.venv/bin/python bash benchmarks/lent_gpu.sh
 # RESULTS.md (runs 3 and 4) has what each step measured on an H100 and how long it took.
@@ -29,7 +29,7 @@ if [[ -z "${TINY:-}" ]]; then
 fi
 export PYTHONUNBUFFERED=1
 
-# STEPS picks the runs, in order (default: all three).
+# STEPS picks the runs, in order (default: the first three).
 for step in ${STEPS:-fp8 layout runtime}; do
   case $step in
     fp8)  # FP8 UNet Linear layers beside the anchor, tiny decoder only (FP8 leaves the decoder
@@ -42,6 +42,12 @@ for step in ${STEPS:-fp8 layout runtime}; do
     runtime)  # the runtime's own paths (uint8 on the device, compiled text encoder) beside the best torch.compile pipeline
       timeout "${T_RUNTIME:-330}" $PY -m benchmarks.gpu_bench "${TINY_ARGS[@]}" --out "$OUT/runtime" \
         --cases runtime_torch,compile_channels_last,runtime_torch_compile --decoders taesd,vae --batches 1 --profile 2>&1 | tee "$OUT/runtime.log" ;;
-    *) echo "unknown step $step (fp8, layout, runtime)"; exit 2 ;;
+    train-v2)  # SwiftBrush v2's training step at SD 2.1-base size (random weights): batch 16, bf16, gradient
+               # checkpointing, the CLIP loss via TAESD inside the student update; then v1's step beside it
+      timeout "${T_TRAIN_V2:-300}" $PY -m benchmarks.train_sd_size "${TINY_ARGS[@]}" --recipe swiftbrush-v2 --steps 5 --warmup 2 \
+        --json "$OUT/train-v2.json" 2>&1 | tee "$OUT/train-v2.log"
+      timeout "${T_TRAIN_V1:-200}" $PY -m benchmarks.train_sd_size "${TINY_ARGS[@]}" --steps 5 --warmup 2 \
+        --json "$OUT/train-v1.json" 2>&1 | tee "$OUT/train-v1.log" ;;
+    *) echo "unknown step $step (fp8, layout, runtime, train-v2)"; exit 2 ;;
   esac
 done
