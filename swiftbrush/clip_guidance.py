@@ -38,19 +38,6 @@ DECODER_PATTERNS = ["config.json", "*.safetensors"]
 _TOKENIZER_FILES = ("vocab.json", "merges.txt")  # what CLIPTokenizer reads
 
 
-def _resolve(source: str, toy_dir: Path, what: str, patterns: list[str], kind: str) -> Path:
-    """`toy` -> the shipped folder; else a local folder, or a hub snapshot of `patterns` (the teacher's resolver)."""
-    text = str(source)
-    if text == TOY:
-        return toy_dir
-    path = Path(text).expanduser()
-    if path.is_file():
-        raise InvalidModelError(f"{what} {text} is a file; pass a {kind} folder, a hub id or 'toy'")
-    if not path.exists() and (text.startswith((".", "/", "~")) or text.count("/") != 1):
-        raise InvalidModelError(f"{what} {text} does not exist; pass a {kind} folder, a hub id or 'toy'")
-    return resolve_teacher_path(text, what, patterns)
-
-
 def check_clip_folder(path: Path, what: str = "CLIP model") -> None:
     """Refuse, from its JSON and file names alone, a folder that is not a complete transformers CLIPModel."""
     config_file = path / "config.json"
@@ -145,9 +132,9 @@ class ClipGuidance:
         from diffusers import AutoencoderTiny
         from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-        clip_path = _resolve(clip_source, TOY_CLIP_DIR, "CLIP model", CLIP_PATTERNS, "transformers CLIPModel")
+        clip_path = resolve_teacher_path(clip_source, "CLIP model", CLIP_PATTERNS, builtin={TOY: TOY_CLIP_DIR}, kind="transformers CLIPModel folder")
         check_clip_folder(clip_path)
-        decoder_path = _resolve(decoder_source, TOY_TAESD_DIR, "tiny decoder", DECODER_PATTERNS, "diffusers AutoencoderTiny")
+        decoder_path = resolve_teacher_path(decoder_source, "tiny decoder", DECODER_PATTERNS, builtin={TOY: TOY_TAESD_DIR}, kind="diffusers AutoencoderTiny folder")
         check_decoder_folder(decoder_path)
         try:
             tokenizer = CLIPTokenizer.from_pretrained(clip_path)
@@ -184,8 +171,7 @@ class ClipGuidance:
         SD pipeline cuts them, and counted so the caller can report it.
         """
         prompts = list(prompts)
-        lengths = [len(ids) for ids in self.tokenizer(prompts, truncation=False).input_ids]
-        truncated = sum(n > self.max_length for n in lengths)
+        truncated = self.count_truncated(prompts)
         ids = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt").input_ids
         features = self.clip.get_text_features(input_ids=ids.to(self.device))
         return F.normalize(features.float(), dim=-1), truncated

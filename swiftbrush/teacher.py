@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from swiftbrush.errors import InvalidModelError, OfflineError, UnsupportedModelError
 from swiftbrush_runtime.errors import first_line
@@ -28,6 +28,8 @@ from swiftbrush_runtime.toy_assets import TOY_TEACHER_DIR, TOY_WARM_START_DIR
 
 TOY_NAMES = ("toy", "toy-teacher")
 TOY_WARM_START = "toy-warm-start"  # the toy's one-step start (a UNet folder), for --student-init
+TOY_TEACHERS = {name: TOY_TEACHER_DIR for name in TOY_NAMES}
+TOY_STUDENT_INITS = {**TOY_TEACHERS, TOY_WARM_START: TOY_WARM_START_DIR}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_PATTERNS = ["model_index.json", *(f"{c}/*" for c in COMPONENTS)]
 _SUPPORTED_PIPELINES = {"StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "OnnxStableDiffusionPipeline"}
@@ -74,25 +76,25 @@ class Teacher:
         )
 
 
-def resolve_teacher_path(source: str | Path, what: str = "teacher", patterns: list[str] = _HUB_PATTERNS) -> Path:
-    """A local diffusers folder for `source`: itself, the toy teacher, or a hub snapshot.
+def resolve_teacher_path(source: str | Path, what: str = "teacher", patterns: list[str] = _HUB_PATTERNS,
+                         builtin: Mapping[str, Path] = TOY_TEACHERS, kind: str = "diffusers pipeline folder") -> Path:  # fmt: skip
+    """A local folder for `source`: itself, a built-in toy asset (`builtin`: name -> folder), or a hub snapshot.
 
-    Hub ids download only `patterns` (the five SD components; safetensors, no pickles); when
-    the hub cannot be reached the local Hugging Face cache is used, and if the model is
-    not there either the error says so and how to fetch it. `what` names the source in errors.
+    Hub ids download only `patterns` (for a teacher the five SD components; safetensors, no pickles);
+    when the hub cannot be reached the local Hugging Face cache is used, and if the model is
+    not there either the error says so and how to fetch it. `what` names the source in errors,
+    `kind` the folder it should be.
     """
     text = str(source)
-    if text in TOY_NAMES:
-        return TOY_TEACHER_DIR
-    if text == TOY_WARM_START:
-        return TOY_WARM_START_DIR
+    if text in builtin:
+        return builtin[text]
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise InvalidModelError(f"{what} {text} is a file; pass a diffusers pipeline folder or a hub id")
+            raise InvalidModelError(f"{what} {text} is a file; pass a {kind}, a hub id or 'toy'")
         return path
     if not _HUB_ID.match(text) or text.startswith((".", "/", "~")):
-        raise InvalidModelError(f"{what} {text} does not exist; pass a diffusers pipeline folder, a hub id or 'toy'")
+        raise InvalidModelError(f"{what} {text} does not exist; pass a {kind}, a hub id or 'toy'")
     return _download(text, what, patterns)
 
 
@@ -188,7 +190,7 @@ def load_student_init(source: str | Path, teacher: Teacher) -> Any:
     from diffusers import UNet2DConditionModel
 
     what = "--student-init"
-    path = resolve_teacher_path(source, what, ["model_index.json", "unet/*", "scheduler/*"])
+    path = resolve_teacher_path(source, what, ["model_index.json", "unet/*", "scheduler/*"], builtin=TOY_STUDENT_INITS)
     if (path / "unet" / "model.onnx").is_file():
         raise InvalidModelError(f"{what} {source} is an ONNX export; pass the student or pipeline folder it was made from")
     if (path / "unet" / "config.json").is_file():

@@ -405,22 +405,20 @@ def _train(accelerator: Any, teacher_source: str, prompt_set: Any, out: Path, co
     opt_student, opt_lora = make_optimizers(config, student, teacher_unet)
 
     # 6. Data: text embeddings computed once (main process first, the others reuse the cache).
+    #    The teacher pairs' prompts (regression) are embedded the same way, in the same pass.
+    pair_embeddings = None
     with accelerator.main_process_first():
         teacher.text_encoder.to(accelerator.device)
         embeddings = encode_prompts(prompt_set, teacher.tokenizer, teacher.text_encoder, out / "cache",
                                     model_key=f"{teacher_id}:{teacher.path}", dtype=weight_dtype)  # fmt: skip
+        if pairs is not None:
+            pair_embeddings = encode_prompts(PromptSet(pairs.prompts, f"pairs:{config.regression_pairs}"), teacher.tokenizer, teacher.text_encoder,
+                                             out / "cache", model_key=f"{teacher_id}:{teacher.path}", dtype=weight_dtype)  # fmt: skip
         teacher.text_encoder.to("cpu")
     if main and (prompt_set.skipped_non_utf8 or embeddings.truncated):
         logger.info("prompts: %d used, %d non-UTF-8 lines skipped, %d truncated to %d tokens",
                     len(prompt_set), prompt_set.skipped_non_utf8, embeddings.truncated, teacher.tokenizer.model_max_length)  # fmt: skip
     order = PromptOrder(len(embeddings), config.batch_size, accelerator.num_processes, accelerator.process_index, config.seed)
-    pair_embeddings = None
-    if pairs is not None:
-        with accelerator.main_process_first():
-            teacher.text_encoder.to(accelerator.device)
-            pair_embeddings = encode_prompts(PromptSet(pairs.prompts, f"pairs:{config.regression_pairs}"), teacher.tokenizer, teacher.text_encoder,
-                                             out / "cache", model_key=f"{teacher_id}:{teacher.path}", dtype=weight_dtype)  # fmt: skip
-            teacher.text_encoder.to("cpu")
 
     # 7. prepare.
     if config.sds:
